@@ -1,0 +1,86 @@
+"""``create_app(settings)``: the one place the server is assembled.
+
+Building the app prepares the data directory, runs the database migrations, makes sure the
+default project and an admin key exist, and wires the routers. A newly generated admin key is
+left on ``app.state.generated_admin_key`` for the caller (the CLI) to print once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from tunesmith import __version__, housekeeping
+from tunesmith.api.deps import Runtime
+from tunesmith.api.errors import install_error_handlers
+from tunesmith.api.routes import files, health, projects, uploads
+from tunesmith.auth import bootstrap_admin_key, ensure_default_project, hash_key
+from tunesmith.settings import Settings
+from tunesmith.store.blobs import BlobStore
+from tunesmith.store.db import make_engine, make_session_factory, transaction
+from tunesmith.store.migrate import upgrade_to_head
+from tunesmith.validation import FileValidator
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url())
+    upgrade_to_head(engine)
+    sessions = make_session_factory(engine)
+    now = int(time.time())
+    generated: str | None = None
+    with transaction(sessions) as session:
+        ensure_default_project(session, now)
+        if settings.admin_key is None:
+            generated = bootstrap_admin_key(session, settings.admin_key_path(), now)
+    admin = settings.admin_key.get_secret_value() if settings.admin_key else None
+    runtime = Runtime(
+        settings=settings,
+        sessions=sessions,
+        blobs=BlobStore(settings.blob_dir()),
+        validate=FileValidator(settings),
+        admin_key_hash=hash_key(admin) if admin else None,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_sweep_forever(runtime))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            engine.dispose()
+
+    app = FastAPI(
+        title="tunesmith",
+        version=__version__,
+        description="Self-hosted fine-tuning foundry with an OpenAI-compatible API.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.generated_admin_key = generated
+    install_error_handlers(app)
+    for router in (health.router, projects.router, files.router, uploads.router):
+        app.include_router(router)
+    return app
+
+
+async def _sweep_forever(runtime: Runtime) -> None:
+    while True:
+        try:
+            await run_in_threadpool(
+                housekeeping.sweep, runtime.sessions, runtime.blobs, now=int(time.time())
+            )
+        except Exception:  # keep sweeping; one bad pass must not stop the server's clean-up
+            log.exception("housekeeping sweep failed")
+        await asyncio.sleep(runtime.settings.expiry_sweep_seconds)

@@ -1,0 +1,80 @@
+"""Dependencies: the runtime, database sessions, the caller, and role requirements.
+
+Authentication runs in its own short transaction, so a long upload never holds the database.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from tunesmith.auth import Principal, Role, authenticate
+from tunesmith.files import Validator
+from tunesmith.settings import Settings
+from tunesmith.store.blobs import BlobStore
+from tunesmith.store.db import transaction
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Everything a request needs, built once by ``create_app``."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    blobs: BlobStore
+    validate: Validator
+    admin_key_hash: str | None
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    with transaction(runtime.sessions) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("api-key") or None
+
+
+def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
+    with transaction(runtime.sessions) as session:
+        return authenticate(
+            session, _bearer(request), admin_key_hash=runtime.admin_key_hash, now=now()
+        )
+
+
+def require(role: Role) -> Callable[[Principal], Principal]:
+    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        principal.require(role)
+        return principal
+
+    return dependency
+
+
+Reader = Annotated[Principal, Depends(require("reader"))]
+Contributor = Annotated[Principal, Depends(require("contributor"))]
+Owner = Annotated[Principal, Depends(require("owner"))]
+Admin = Annotated[Principal, Depends(require("admin"))]

@@ -1,0 +1,62 @@
+"""Renders every error once, in the OpenAI envelope ``{"error": {message, type, param, code}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tunesmith.errors import TunesmithError
+
+log = logging.getLogger(__name__)
+
+_LOCATIONS = {"body", "query", "path", "header"}
+
+
+def _envelope(status: int, message: str, param: str | None, code: str | None) -> JSONResponse:
+    error_type = "server_error" if status >= 500 else "invalid_request_error"
+    body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+async def _tunesmith_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TunesmithError)
+    return JSONResponse(exc.to_envelope(), status_code=exc.status_code)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems: list[str] = []
+    first_param: str | None = None
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ()) if str(p) not in _LOCATIONS]
+        param = ".".join(loc) or None
+        first_param = first_param or param
+        problems.append(f"{param or 'request'}: {error.get('msg', 'invalid')}")
+    return _envelope(400, "Invalid request: " + "; ".join(problems) + ".", first_param, None)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        message = f"Invalid URL ({request.method} {request.url.path})."
+    elif exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}."
+    else:
+        message = str(exc.detail)
+    return _envelope(exc.status_code, message, None, None)
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return _envelope(500, "The server had an error processing your request.", None, None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(TunesmithError, _tunesmith_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,123 @@
+"""``/v1/files``: upload (streamed, validated), list, retrieve, content, delete, validation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from tunesmith import files
+from tunesmith.api.deps import Contributor, Reader, RuntimeDep, SessionDep, now
+from tunesmith.api.multipart import receive_form
+from tunesmith.errors import InvalidRequest
+from tunesmith.protocol.common import ListPage
+from tunesmith.protocol.files import FileDeleted, FileObject, FileValidation
+from tunesmith.store.db import transaction
+from tunesmith.store.tables import FileRow
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+DISCONNECTED = "The client disconnected before the upload finished; nothing was stored."
+
+
+def owned_file(file_id: str, principal: Reader, session: SessionDep) -> FileRow:
+    return files.get_file(session, principal.project_id, file_id, now=now())
+
+
+OwnedFile = Annotated[FileRow, Depends(owned_file)]
+
+
+@router.post("", response_model=FileObject)
+async def create_file(request: Request, runtime: RuntimeDep, principal: Contributor) -> FileObject:
+    settings = runtime.settings
+    with runtime.blobs.temporary() as (tmp, handle):
+        try:
+            form = await receive_form(
+                request,
+                file_field="file",
+                sink=handle,
+                max_bytes=settings.max_file_bytes,
+                limit_name="TUNESMITH_MAX_FILE_BYTES",
+            )
+        except ClientDisconnect:
+            raise InvalidRequest(DISCONNECTED) from None
+        filename = files.sanitize_filename(form.filename)
+        purpose = files.check_purpose(form.fields.get("purpose"), filename)
+        created = now()
+        expires_at = files.expiry(
+            form.fields.get("expires_after[anchor]"),
+            form.fields.get("expires_after[seconds]"),
+            now=created,
+        )
+
+        def store() -> FileObject:
+            with transaction(runtime.sessions) as session:
+                row = files.store_file(
+                    session,
+                    runtime.blobs,
+                    tmp=tmp,
+                    size=form.size,
+                    project_id=principal.project_id,
+                    filename=filename,
+                    purpose=purpose,
+                    expires_at=expires_at,
+                    validate=runtime.validate,
+                    now=created,
+                )
+                return files.file_to_protocol(row)
+
+        return await run_in_threadpool(store)
+
+
+@router.get("", response_model=ListPage[FileObject])
+def list_files(
+    principal: Reader,
+    session: SessionDep,
+    purpose: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+) -> ListPage[FileObject]:
+    rows, has_more = files.list_files(
+        session,
+        principal.project_id,
+        purpose=purpose,
+        after=after,
+        limit=limit,
+        order=order,
+        now=now(),
+    )
+    return ListPage.of(
+        [files.file_to_protocol(r) for r in rows], has_more=has_more, ids=[r.id for r in rows]
+    )
+
+
+@router.get("/{file_id}", response_model=FileObject)
+def retrieve_file(row: OwnedFile) -> FileObject:
+    return files.file_to_protocol(row)
+
+
+@router.get("/{file_id}/content")
+def file_content(row: OwnedFile, runtime: RuntimeDep) -> FileResponse:
+    return FileResponse(
+        runtime.blobs.file_path(row.id),
+        media_type="application/octet-stream",
+        filename=row.filename,
+    )
+
+
+@router.get("/{file_id}/validation", response_model=FileValidation)
+def file_validation(row: OwnedFile) -> FileValidation:
+    return files.validation_to_protocol(row)
+
+
+@router.delete("/{file_id}", response_model=FileDeleted)
+def delete_file(
+    file_id: str, principal: Contributor, session: SessionDep, runtime: RuntimeDep
+) -> FileDeleted:
+    row = files.get_file(session, principal.project_id, file_id, now=now())
+    files.delete_file(session, runtime.blobs, row)
+    return FileDeleted(id=row.id)

@@ -1,0 +1,88 @@
+"""``/v1/projects`` and their API keys: the admin's administration API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from tunesmith import projects
+from tunesmith.api.deps import Admin, SessionDep, now
+from tunesmith.protocol.common import ListPage
+from tunesmith.protocol.projects import (
+    CreateApiKeyRequest,
+    CreateProjectRequest,
+    Project,
+    ProjectApiKey,
+    ProjectApiKeyDeleted,
+)
+
+router = APIRouter(prefix="/v1/projects", tags=["projects"])
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+@router.post("", response_model=Project)
+def create_project(body: CreateProjectRequest, _admin: Admin, session: SessionDep) -> Project:
+    row = projects.create_project(session, name=body.name, now=now())
+    return projects.project_to_protocol(row)
+
+
+@router.get("", response_model=ListPage[Project])
+def list_projects(
+    _admin: Admin,
+    session: SessionDep,
+    limit: Limit = 20,
+    after: str | None = None,
+    include_archived: bool = False,
+) -> ListPage[Project]:
+    rows, has_more = projects.list_projects(
+        session, after=after, limit=limit, include_archived=include_archived
+    )
+    return ListPage.of(
+        [projects.project_to_protocol(r) for r in rows],
+        has_more=has_more,
+        ids=[r.id for r in rows],
+    )
+
+
+@router.get("/{project_id}", response_model=Project)
+def retrieve_project(project_id: str, _admin: Admin, session: SessionDep) -> Project:
+    return projects.project_to_protocol(projects.get_project(session, project_id))
+
+
+@router.post("/{project_id}/archive", response_model=Project)
+def archive_project(project_id: str, _admin: Admin, session: SessionDep) -> Project:
+    return projects.project_to_protocol(projects.archive_project(session, project_id, now=now()))
+
+
+@router.post("/{project_id}/api_keys", response_model=ProjectApiKey)
+def create_api_key(
+    project_id: str, body: CreateApiKeyRequest, _admin: Admin, session: SessionDep
+) -> ProjectApiKey:
+    row, secret = projects.create_key(
+        session, project_id, name=body.name, role=body.role, now=now()
+    )
+    return projects.key_to_protocol(row, secret)
+
+
+@router.get("/{project_id}/api_keys", response_model=ListPage[ProjectApiKey])
+def list_api_keys(
+    project_id: str,
+    _admin: Admin,
+    session: SessionDep,
+    limit: Limit = 20,
+    after: str | None = None,
+) -> ListPage[ProjectApiKey]:
+    rows, has_more = projects.list_keys(session, project_id, after=after, limit=limit)
+    return ListPage.of(
+        [projects.key_to_protocol(r) for r in rows], has_more=has_more, ids=[r.id for r in rows]
+    )
+
+
+@router.delete("/{project_id}/api_keys/{key_id}", response_model=ProjectApiKeyDeleted)
+def revoke_api_key(
+    project_id: str, key_id: str, _admin: Admin, session: SessionDep
+) -> ProjectApiKeyDeleted:
+    projects.revoke_key(session, project_id, key_id)
+    return ProjectApiKeyDeleted(id=key_id)

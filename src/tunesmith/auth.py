@@ -1,0 +1,114 @@
+"""API keys and roles: who is calling, in which project, allowed to do what.
+
+A key is ``tsk-`` plus 43 random characters, shown once and stored only as its SHA-256 (the
+keys are random, so a slow hash adds nothing). The admin key manages projects and keys and acts
+as owner in the ``default`` project. Roles rank ``reader < contributor < owner < admin``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tunesmith.errors import AuthenticationError, PermissionDenied
+from tunesmith.ids import new_id
+from tunesmith.store.tables import ApiKeyRow, ProjectRow
+
+Role = Literal["reader", "contributor", "owner", "admin"]
+RANK: dict[str, int] = {"reader": 0, "contributor": 1, "owner": 2, "admin": 3}
+DEFAULT_PROJECT_ID = "proj_default"
+KEY_PREFIX = "tsk-"
+LAST_USED_RESOLUTION = 60  # seconds; `last_used_at` is written at most this often per key
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller: a key, acting in one project, with one role."""
+
+    key_id: str
+    project_id: str
+    role: Role
+
+    def require(self, role: Role) -> None:
+        if RANK[self.role] < RANK[role]:
+            raise PermissionDenied(
+                f"This key has the role '{self.role}', but this action needs '{role}' or higher. "
+                "Ask the project's owner or the admin for a key with that role."
+            )
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def redact(secret: str) -> str:
+    return f"{secret[:8]}…{secret[-4:]}"
+
+
+def authenticate(
+    session: Session, secret: str | None, *, admin_key_hash: str | None, now: int
+) -> Principal:
+    """The principal behind a bearer secret. ``admin_key_hash`` is the configured admin key's
+    hash (``TUNESMITH_ADMIN_KEY``); when set, it is the only admin credential."""
+    if not secret:
+        raise AuthenticationError(
+            "No API key provided. Send it as 'Authorization: Bearer <key>' (or 'api-key: <key>').",
+            code="missing_api_key",
+        )
+    digest = hash_key(secret)
+    if admin_key_hash is not None and hmac.compare_digest(digest, admin_key_hash):
+        return Principal("admin", DEFAULT_PROJECT_ID, "admin")
+    row = session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest))
+    if row is None or (row.role == "admin" and admin_key_hash is not None):
+        raise AuthenticationError(f"Incorrect API key provided: {redact(secret)}.")
+    project = session.get(ProjectRow, row.project_id)
+    if project is None or project.archived_at is not None:
+        raise AuthenticationError(
+            f"The project of this API key ({row.project_id}) is archived; use another key."
+        )
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        row.last_used_at = now
+    return Principal(row.id, row.project_id, row.role)  # type: ignore[arg-type]
+
+
+def ensure_default_project(session: Session, now: int) -> None:
+    if session.get(ProjectRow, DEFAULT_PROJECT_ID) is None:
+        session.add(ProjectRow(id=DEFAULT_PROJECT_ID, name="default", created_at=now))
+
+
+def bootstrap_admin_key(session: Session, key_file: Path, now: int) -> str | None:
+    """Creates the admin key on first start: stored hashed, written to ``key_file`` (0600).
+
+    Returns the new secret (for the caller to print once), or None if one already exists."""
+    if session.scalar(select(ApiKeyRow.id).where(ApiKeyRow.role == "admin")) is not None:
+        return None
+    secret = new_secret()
+    session.add(
+        ApiKeyRow(
+            id=new_id("key_"),
+            project_id=DEFAULT_PROJECT_ID,
+            name="admin",
+            role="admin",
+            key_hash=hash_key(secret),
+            redacted_value=redact(secret),
+            created_at=now,
+        )
+    )
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    os.chmod(key_file, 0o600)
+    return secret

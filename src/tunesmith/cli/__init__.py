@@ -1,0 +1,103 @@
+"""The ``tunesmith`` command.
+
+``tunesmith serve`` runs the server; ``tunesmith validate FILE`` checks a training file locally
+with the same rules and tokenizer the server uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+
+def _settings(args: argparse.Namespace) -> object:
+    from tunesmith.settings import Settings
+
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    if getattr(args, "home", None):
+        overrides["home"] = args.home
+    return Settings(**overrides)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tunesmith.api.app import create_app
+    from tunesmith.settings import Settings
+
+    settings = _settings(args)
+    assert isinstance(settings, Settings)
+    app = create_app(settings)
+    key = app.state.generated_admin_key
+    if key:
+        print(
+            f"Generated the admin API key (shown once; also in {settings.admin_key_path()}):\n"
+            f"  {key}\n",
+            flush=True,
+        )
+    print(f"tunesmith: data in {settings.home}", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def validate(args: argparse.Namespace) -> int:
+    from tunesmith.data.jsonl import JsonlFormatError
+    from tunesmith.settings import Settings
+    from tunesmith.validation import FileValidator
+
+    settings = _settings(args)
+    assert isinstance(settings, Settings)
+    try:
+        report = FileValidator(settings)(Path(args.file))
+    except JsonlFormatError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0 if report.valid else 1
+    for issue in report.errors.items:
+        print(f"error   {issue.code:<36} {issue.located()}")
+    for issue in report.warnings.items:
+        print(f"warning {issue.code:<36} {issue.located()}")
+    hidden = report.errors.total - len(report.errors.items)
+    if hidden:
+        print(f"... and {hidden} more errors")
+    stats = report.statistics or {}
+    print(
+        f"{report.n_examples} examples ({report.format}), {report.errors.total} errors, "
+        f"{report.warnings.total} warnings; billable tokens {stats.get('billable_tokens')}, "
+        f"auto epochs {stats.get('auto_n_epochs')}"
+    )
+    return 0 if report.valid else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunesmith", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_p = sub.add_parser("serve", help="run the API server")
+    serve_p.add_argument("--host", help="address to bind (TUNESMITH_HOST, default 127.0.0.1)")
+    serve_p.add_argument("--port", type=int, help="port (TUNESMITH_PORT, default 8000)")
+    serve_p.add_argument("--home", help="data directory (TUNESMITH_HOME, default ~/.tunesmith)")
+    serve_p.set_defaults(func=serve)
+    val_p = sub.add_parser("validate", help="check a fine-tuning JSONL file locally")
+    val_p.add_argument("file")
+    val_p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    val_p.add_argument("--home", help="data directory holding the tokenizer cache")
+    val_p.set_defaults(func=validate, host=None, port=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except ValidationError as exc:
+        print(f"tunesmith: invalid setting: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)

@@ -1,0 +1,251 @@
+"""Rendering a conversation with a model's chat template, and where its loss goes.
+
+:meth:`ChatFormat.render` turns messages into the exact text the model is trained on and the
+character spans whose tokens carry loss: each trained assistant turn, from the end of its header
+to the end of its end-of-turn token (inside the mask: a model that never sees its end-of-turn
+token in the loss never learns to stop). Spans come from rendering prefixes of the conversation;
+a template whose prefixes are not prefixes of the whole (prefix-unstable) is refused, because no
+loss mask can be trusted on it.
+
+Rendering Jinja prefixes costs several template runs per example, so conversations that only
+differ in their text share one *skeleton*: the conversation is rendered once per sequence of roles
+with placeholder contents, and each example's text is then spliced in. A template that alters or
+inspects message text (``trim``, ``split``, ``'x' in content``) is detected and always rendered in
+full. Both paths give identical results; the tests hold them to it.
+
+:meth:`ChatFormat.count_tokens` maps spans onto tokens: a token is trained when its first
+character lies inside a span. The validation report and the training loop use these same spans.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunesmith.data.rules import ChatUnit, TextUnit
+
+# A placeholder that no real text contains; the padding whitespace exposes templates that trim.
+_SENTINEL = " \n\x1e{}\x1e\n "
+_INSPECTS_CONTENT = re.compile(
+    r"content['\"]?\]?\s*(\|(?!\s*tojson)|\.\s*\w+\s*\(|\[)"  # filters, methods, indexing
+    r"|\bin\s+\w+(\.|\[['\"])content"  # 'x' in message.content
+)
+
+
+class TemplateError(Exception):
+    """The chat template cannot render this conversation, or renders it prefix-unstably."""
+
+    def __init__(self, message: str, message_index: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.message_index = message_index
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    text: str
+    spans: tuple[tuple[int, int], ...]
+    """Character ranges ``[start, end)`` whose tokens are trained."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Skeleton:
+    """A rendered role sequence: literal template text between message contents."""
+
+    literals: tuple[str, ...]  # len(messages) + 1 pieces
+    turn_spans: dict[int, tuple[tuple[int, int], tuple[int, int]]]
+    """message index -> ((literal index, offset), (literal index, offset)) of its span."""
+
+    def fill(self, contents: Sequence[str], trainable: Sequence[bool]) -> Rendered:
+        pieces: list[str] = []
+        starts: list[int] = []  # where each literal starts in the filled text
+        at = 0
+        for literal, content in zip(self.literals, [*contents, ""], strict=True):
+            starts.append(at)
+            pieces.append(literal)
+            pieces.append(content)
+            at += len(literal) + len(content)
+        spans = tuple(
+            (starts[a[0]] + a[1], starts[b[0]] + b[1])
+            for i, (a, b) in self.turn_spans.items()
+            if trainable[i]
+        )
+        return Rendered("".join(pieces), spans)
+
+
+class ChatFormat:
+    """A tokenizer with its chat template, end-of-turn token and context length."""
+
+    def __init__(self, tokenizer: Any, *, context_length: int, name: str) -> None:
+        template = tokenizer.chat_template
+        if not isinstance(template, str) or not template:
+            raise ValueError(f"the tokenizer of {name} has no chat template")
+        self.tokenizer = tokenizer
+        self.name = name
+        self.context_length = context_length
+        self.end_of_turn: str = tokenizer.eos_token
+        self.special_tokens: list[str] = sorted(
+            {str(t) for t in tokenizer.all_special_tokens}
+            | {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+        )
+        self._splice = _INSPECTS_CONTENT.search(template) is None
+        self._skeletons: dict[tuple[str, ...], _Skeleton | None] = {}
+
+    @classmethod
+    def from_dir(cls, path: Path, name: str | None = None) -> ChatFormat:
+        """Loads a Hugging Face folder's tokenizer; context length from its ``config.json``."""
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        config = json.loads((path / "config.json").read_text())
+        return cls(
+            tokenizer,
+            context_length=int(config["max_position_embeddings"]),
+            name=name or path.name,
+        )
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    def render_unit(self, unit: ChatUnit | TextUnit) -> Rendered:
+        if isinstance(unit, TextUnit):
+            text = unit.prompt + unit.completion + self.end_of_turn
+            return Rendered(text, ((len(unit.prompt), len(text)),))
+        return self.render(unit.messages, unit.trainable, tools=unit.tools)
+
+    def render(
+        self,
+        messages: list[dict[str, Any]],
+        trainable: Sequence[bool],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Rendered:
+        spliceable = (
+            self._splice
+            and tools is None
+            and all(m.keys() <= {"role", "content"} and m["content"] for m in messages)
+        )
+        if not spliceable:
+            return self._render_full(messages, trainable, tools)
+        roles = tuple(m["role"] for m in messages)
+        if roles not in self._skeletons:
+            self._skeletons[roles] = self._build_skeleton(roles)
+        skeleton = self._skeletons[roles]
+        if skeleton is None:
+            return self._render_full(messages, trainable, tools)
+        return skeleton.fill([m["content"] for m in messages], trainable)
+
+    def _template(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, prompt: bool
+    ) -> str:
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages, tools=tools, tokenize=False, add_generation_prompt=prompt
+            )
+        except Exception as exc:  # Jinja raises anything: TypeError, UndefinedError, ...
+            raise TemplateError(
+                f"the chat template of {self.name} cannot render it: {exc}"
+            ) from exc
+        return str(text)
+
+    def _render_full(
+        self,
+        messages: list[dict[str, Any]],
+        trainable: Sequence[bool],
+        tools: list[dict[str, Any]] | None,
+    ) -> Rendered:
+        whole = self._template(messages, tools, prompt=False)
+        spans: list[tuple[int, int]] = []
+        for i, train in enumerate(trainable):
+            if not train:
+                continue
+            header = self._template(messages[:i], tools, prompt=True)
+            turn = self._template(messages[: i + 1], tools, prompt=False)
+            if not (whole.startswith(turn) and turn.startswith(header)):
+                raise TemplateError(
+                    f"the chat template of {self.name} renders message {i} differently once "
+                    "later messages follow (it is not prefix-stable), so its loss mask would "
+                    "be wrong",
+                    i,
+                )
+            end = turn.rfind(self.end_of_turn, len(header))
+            spans.append((len(header), end + len(self.end_of_turn) if end >= 0 else len(turn)))
+        return Rendered(whole, tuple(spans))
+
+    def _build_skeleton(self, roles: tuple[str, ...]) -> _Skeleton | None:
+        sentinels = [_SENTINEL.format(i) for i in range(len(roles))]
+        messages = [{"role": r, "content": s} for r, s in zip(roles, sentinels, strict=True)]
+        trainable = [r == "assistant" for r in roles]
+        try:
+            rendered = self._render_full(messages, trainable, None)
+        except TemplateError:
+            return None  # the full path reports the error with the real text
+        text = rendered.text
+        bounds: list[tuple[int, int]] = []
+        for sentinel in sentinels:
+            at = text.find(sentinel)
+            if at < 0 or text.count(sentinel) != 1 or (bounds and at < bounds[-1][1]):
+                return None  # the template altered, dropped or repeated the text
+            bounds.append((at, at + len(sentinel)))
+        literal_starts = [0] + [end for _, end in bounds]
+        literals = [
+            text[start : (bounds[j][0] if j < len(bounds) else len(text))]
+            for j, start in enumerate(literal_starts)
+        ]
+
+        def locate(pos: int) -> tuple[int, int] | None:
+            j = sum(1 for _, end in bounds if end <= pos)
+            if j < len(bounds) and pos > bounds[j][0]:
+                return None  # inside a placeholder: the span cuts through message text
+            return j, pos - literal_starts[j]
+
+        turn_spans: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}
+        assistant_indices = [i for i, r in enumerate(roles) if r == "assistant"]
+        for i, (start, end) in zip(assistant_indices, rendered.spans, strict=True):
+            a, b = locate(start), locate(end)
+            if a is None or b is None:
+                return None
+            turn_spans[i] = (a, b)
+        return _Skeleton(tuple(literals), turn_spans)
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    def encode_batch(self, texts: list[str]) -> list[Any]:
+        """Fast tokenizer encodings (with character offsets) of already rendered texts."""
+        return list(self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False))
+
+    @staticmethod
+    def trained_token_ranges(encoding: Any, spans: Sequence[tuple[int, int]]) -> list[range]:
+        """The token indices whose first character falls inside each span."""
+        ranges: list[range] = []
+        for start, end in spans:
+            first = _first_token_from(encoding, start, end)
+            last = _last_token_before(encoding, start, end)
+            if first is not None and last is not None and last >= first:
+                ranges.append(range(first, last + 1))
+        return ranges
+
+    def count_tokens(self, encoding: Any, rendered: Rendered) -> tuple[int, int]:
+        """``(all tokens, trained tokens)`` of one encoded example."""
+        trained = sum(len(r) for r in self.trained_token_ranges(encoding, rendered.spans))
+        return len(encoding), trained
+
+
+def _first_token_from(encoding: Any, start: int, end: int) -> int | None:
+    for pos in range(start, end):
+        token = encoding.char_to_token(pos)
+        if token is not None:
+            token_start = encoding.token_to_chars(token)[0]
+            return int(token) if token_start >= start else int(token) + 1
+    return None
+
+
+def _last_token_before(encoding: Any, start: int, end: int) -> int | None:
+    for pos in range(end - 1, start - 1, -1):
+        token = encoding.char_to_token(pos)
+        if token is not None:
+            return int(token)
+    return None

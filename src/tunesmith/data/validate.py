@@ -1,0 +1,207 @@
+"""The whole-file check: every rule, every line, all problems at once, with token statistics.
+
+One streaming pass over the file: each line is parsed (:mod:`.jsonl`), checked
+(:mod:`.rules`) and rendered (:mod:`.chat_format`); rendered examples are tokenised in batches on
+a background thread while the next batch is parsed, so validation costs little beyond the
+tokenizer itself. Memory stays bounded: per-example figures are small integer arrays.
+
+A file that is not JSONL at all raises :class:`~tunesmith.data.jsonl.JsonlFormatError` (the
+upload answers 400); everything else ends up in the :class:`ValidationReport`.
+"""
+
+from __future__ import annotations
+
+from array import array
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunesmith.data.chat_format import ChatFormat, Rendered, TemplateError
+from tunesmith.data.issues import Issue, IssueList
+from tunesmith.data.jsonl import iter_lines, parse_line
+from tunesmith.data.rules import Format, check_example, reserved_pattern
+from tunesmith.data.stats import TokenStats
+
+MIN_EXAMPLES = 10  # OpenAI's minimum for a training file
+BATCH = 512  # examples tokenised per call: large enough to use every core, small for memory
+
+
+@dataclass(slots=True)
+class ValidationReport:
+    format: Format | None
+    n_examples: int
+    errors: IssueList
+    warnings: IssueList
+    statistics: dict[str, Any] | None
+    tokenizer: str | None
+    context_length: int | None
+
+    @property
+    def valid(self) -> bool:
+        return self.errors.total == 0
+
+    def summary(self) -> str:
+        """One line for ``status_details``: the count and the first error, located."""
+        if self.valid:
+            return f"{self.n_examples} examples, no errors"
+        first = self.errors.items[0].located() if self.errors.items else ""
+        return f"{self.errors.total} error(s); first: {first}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "format": self.format,
+            "n_examples": self.n_examples,
+            "error_count": self.errors.total,
+            "errors": [i.to_dict() for i in self.errors.items],
+            "warning_count": self.warnings.total,
+            "warnings": [i.to_dict() for i in self.warnings.items],
+            "statistics": self.statistics,
+            "tokenizer": self.tokenizer,
+            "context_length": self.context_length,
+        }
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Rendered examples waiting for the tokenizer."""
+
+    lines: list[int] = field(default_factory=list)
+    messages: list[int] = field(default_factory=list)
+    rendered: list[Rendered] = field(default_factory=list)
+
+
+def validate_file(
+    path: Path,
+    chat_format: ChatFormat | None,
+    *,
+    max_issues: int = 100,
+    min_examples: int = MIN_EXAMPLES,
+) -> ValidationReport:
+    """Checks a training file. ``chat_format=None`` skips everything that needs a tokenizer."""
+    errors, warnings = IssueList(max_issues), IssueList(max_issues)
+    reserved = reserved_pattern(chat_format.special_tokens) if chat_format else None
+    stats = TokenStats(chat_format.context_length if chat_format else 0)
+    file_format: Format | None = None
+    first_line_of: dict[Format, int] = {}
+    hashes, hash_lines = array("q"), array("i")
+    n_examples = 0
+    pending = _Pending()
+
+    def tokenised(batch: _Pending, encodings: list[Any]) -> None:
+        assert chat_format is not None
+        for line, n_messages, rendered, encoding in zip(
+            batch.lines, batch.messages, batch.rendered, encodings, strict=True
+        ):
+            total, trained = chat_format.count_tokens(encoding, rendered)
+            stats.add(messages=n_messages, tokens=total, trained=trained)
+            if total > chat_format.context_length:
+                warnings.add(
+                    Issue(
+                        "example_too_long",
+                        f"the example is {total} tokens long, over the context length of "
+                        f"{chat_format.context_length}; tokens past it will be truncated from "
+                        "the end. Shorten or split it.",
+                        line,
+                    )
+                )
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as pool:
+        in_flight: tuple[_Pending, Future[list[Any]]] | None = None
+
+        def flush() -> None:
+            nonlocal pending, in_flight
+            if in_flight is not None:
+                tokenised(in_flight[0], in_flight[1].result())
+                in_flight = None
+            if pending.rendered and chat_format is not None:
+                texts = [r.text for r in pending.rendered]
+                in_flight = (pending, pool.submit(chat_format.encode_batch, texts))
+                pending = _Pending()
+
+        for number, raw in iter_lines(path):
+            obj = parse_line(number, raw)
+            n_examples += 1
+            hashes.append(hash(raw.strip()))
+            hash_lines.append(number)
+            checked = check_example(obj, line=number, reserved=reserved)
+            fmt = checked.format
+            if fmt is not None:
+                first_line_of.setdefault(fmt, number)
+                if file_format is None:
+                    file_format = fmt
+                elif fmt != file_format:
+                    errors.add(
+                        Issue(
+                            "mixed_formats",
+                            f"this is a {fmt} example but the file started with {file_format} "
+                            f"examples (line {first_line_of[file_format]}); use one format "
+                            "per file.",
+                            number,
+                        )
+                    )
+                    continue
+            errors.extend(checked.errors)
+            warnings.extend(checked.warnings)
+            if checked.unit is None or chat_format is None:
+                continue
+            try:
+                rendered = chat_format.render_unit(checked.unit)
+            except TemplateError as exc:
+                errors.add(Issue("template_render_failed", exc.message, number, exc.message_index))
+                continue
+            pending.lines.append(number)
+            pending.messages.append(checked.message_count)
+            pending.rendered.append(rendered)
+            if len(pending.rendered) >= BATCH:
+                flush()
+        flush()
+        flush()
+
+    _report_duplicates(hashes, hash_lines, warnings)
+    if n_examples < min_examples:
+        errors.add(
+            Issue(
+                "invalid_n_examples",
+                f"the file has {n_examples} example(s), but must have at least {min_examples}; "
+                "add more examples.",
+            )
+        )
+    return ValidationReport(
+        format=file_format,
+        n_examples=n_examples,
+        errors=errors,
+        warnings=warnings,
+        statistics=stats.summary(n_examples) if chat_format and stats.tokens else None,
+        tokenizer=chat_format.name if chat_format else None,
+        context_length=chat_format.context_length if chat_format else None,
+    )
+
+
+def _report_duplicates(hashes: array[int], lines: array[int], warnings: IssueList) -> None:
+    """Warns once for each line that repeats an earlier line byte for byte."""
+    if len(hashes) < 2:
+        return
+    keys = np.frombuffer(hashes, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    same = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
+    if not len(same):
+        return
+    numbers = np.frombuffer(lines, dtype=np.int32)
+    group_start = np.zeros(len(keys), dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    group_start[starts] = starts
+    group_start = np.maximum.accumulate(group_start)
+    found = sorted((int(numbers[order[i]]), int(numbers[order[group_start[i]]])) for i in same)
+    for line, original in found:
+        warnings.add(
+            Issue(
+                "duplicate_example",
+                f"this example repeats line {original} exactly; duplicates weigh it twice.",
+                line,
+            )
+        )

@@ -1,0 +1,197 @@
+"""The files service: stores uploaded bytes, validates training data, lists and deletes.
+
+An upload arrives as a temporary file in the blob store. :func:`store_file` validates it (a file
+that is not JSONL is refused with the line that breaks it, and nothing is kept), then moves the
+bytes into place and inserts the row. Files are scoped to a project; another project's file, or
+an expired one, is simply not found.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from tunesmith.data.jsonl import JsonlFormatError
+from tunesmith.data.validate import ValidationReport
+from tunesmith.errors import InvalidRequest, NotFound
+from tunesmith.ids import new_id
+from tunesmith.protocol.files import UPLOADABLE_PURPOSES, FileObject, FileValidation
+from tunesmith.store.blobs import BlobStore
+from tunesmith.store.pagination import page
+from tunesmith.store.tables import FileRow
+
+Validator = Callable[[Path], ValidationReport]
+"""Validates a training file on disk (bound to a tokenizer by the app)."""
+
+MIN_EXPIRY_SECONDS = 3600
+MAX_EXPIRY_SECONDS = 30 * 24 * 3600
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+def sanitize_filename(name: str | None) -> str:
+    """The last path component, without control characters, at most 255 characters."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = re.split(r"[/\\]", name)[-1]
+    name = _UNSAFE.sub("", name).strip().lstrip(".")
+    return name[:255] or "upload"
+
+
+def check_purpose(purpose: str | None, filename: str) -> str:
+    if not purpose:
+        raise InvalidRequest("The 'purpose' field is required.", param="purpose")
+    if purpose not in UPLOADABLE_PURPOSES:
+        raise InvalidRequest(
+            f"Invalid purpose {purpose!r}; use one of {', '.join(UPLOADABLE_PURPOSES)}.",
+            param="purpose",
+        )
+    if purpose == "fine-tune" and not filename.lower().endswith(".jsonl"):
+        raise InvalidRequest(
+            f"Invalid file format for fine-tuning: {filename!r}. Fine-tuning takes .jsonl files, "
+            "one JSON example per line.",
+            param="file",
+        )
+    return purpose
+
+
+def expiry(anchor: str | None, seconds: str | int | None, *, now: int) -> int | None:
+    """``expires_at`` from OpenAI's ``expires_after`` (anchor ``created_at``, 1 h to 30 days)."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise InvalidRequest(
+            "expires_after[anchor] must be 'created_at'.", param="expires_after[anchor]"
+        )
+    try:
+        value = int(seconds)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = -1
+    if not MIN_EXPIRY_SECONDS <= value <= MAX_EXPIRY_SECONDS:
+        raise InvalidRequest(
+            f"expires_after[seconds] must be an integer from {MIN_EXPIRY_SECONDS} to "
+            f"{MAX_EXPIRY_SECONDS}, not {seconds!r}.",
+            param="expires_after[seconds]",
+        )
+    return now + value
+
+
+def file_to_protocol(row: FileRow) -> FileObject:
+    return FileObject(
+        id=row.id,
+        bytes=row.bytes,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        filename=row.filename,
+        purpose=row.purpose,
+        status=row.status,
+        status_details=row.status_details,
+    )
+
+
+def validation_to_protocol(row: FileRow) -> FileValidation:
+    if row.validation is None:
+        raise InvalidRequest(
+            f"File '{row.id}' has purpose '{row.purpose}'; only fine-tune files are validated.",
+            param="file_id",
+        )
+    return FileValidation(file_id=row.id, **row.validation)
+
+
+def store_file(
+    session: Session,
+    blobs: BlobStore,
+    *,
+    tmp: Path,
+    size: int,
+    project_id: str,
+    filename: str,
+    purpose: str,
+    expires_at: int | None,
+    validate: Validator,
+    now: int,
+) -> FileRow:
+    """Validates (fine-tune files) and stores a received temporary file as a new file."""
+    report: dict[str, Any] | None = None
+    status, details = "processed", None
+    if purpose == "fine-tune":
+        try:
+            result = validate(tmp)
+        except JsonlFormatError as exc:
+            raise InvalidRequest(exc.message, param="file", code=exc.code) from None
+        report = result.to_dict()
+        if not result.valid:
+            status, details = "error", result.summary()
+    row = FileRow(
+        id=new_id("file-"),
+        project_id=project_id,
+        filename=filename,
+        purpose=purpose,
+        bytes=size,
+        created_at=now,
+        expires_at=expires_at,
+        status=status,
+        status_details=details,
+        validation=report,
+    )
+    blobs.commit(tmp, blobs.file_path(row.id))
+    session.add(row)
+    try:
+        session.flush()
+    except Exception:
+        blobs.delete_file(row.id)
+        raise
+    return row
+
+
+def get_file(session: Session, project_id: str, file_id: str, *, now: int) -> FileRow:
+    row = session.get(FileRow, file_id)
+    if (
+        row is None
+        or row.project_id != project_id
+        or (row.expires_at is not None and row.expires_at <= now)
+    ):
+        raise NotFound(f"No such File object: {file_id}", param="file_id")
+    return row
+
+
+def list_files(
+    session: Session,
+    project_id: str,
+    *,
+    purpose: str | None,
+    after: str | None,
+    limit: int,
+    order: Literal["asc", "desc"],
+    now: int,
+) -> tuple[list[FileRow], bool]:
+    stmt = select(FileRow).where(
+        FileRow.project_id == project_id,
+        (FileRow.expires_at.is_(None)) | (FileRow.expires_at > now),
+    )
+    if purpose is not None:
+        stmt = stmt.where(FileRow.purpose == purpose)
+    return page(session, stmt, FileRow, after=after, limit=limit, order=order)
+
+
+def delete_file(session: Session, blobs: BlobStore, row: FileRow) -> None:
+    session.delete(row)
+    session.flush()
+    blobs.delete_file(row.id)
+
+
+def expire_files(session: Session, *, now: int) -> list[str]:
+    """Deletes the rows of expired files and returns their ids; the caller removes their bytes
+    once the transaction has committed."""
+    ids = list(
+        session.scalars(
+            select(FileRow.id).where(FileRow.expires_at.is_not(None), FileRow.expires_at <= now)
+        )
+    )
+    if ids:
+        session.execute(delete(FileRow).where(FileRow.id.in_(ids)))
+    return ids

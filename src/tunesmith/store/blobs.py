@@ -1,0 +1,82 @@
+"""The blob folder: file bytes, upload parts and in-flight temporary files.
+
+Layout under ``root`` (nothing is ever named after user input, only after generated ids)::
+
+    files/<file-id>                     a stored file, written once, atomically
+    parts/<upload-id>/<part-id>         one part of an Upload in progress
+    tmp/<random>                        bytes being received; renamed into place or removed
+
+A write goes to ``tmp/`` first and is renamed into place only when complete, so a reader never
+sees half a file and a crash leaves at most a temporary file, which :meth:`sweep_tmp` removes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        for sub in ("files", "parts", "tmp"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+
+    def file_path(self, file_id: str) -> Path:
+        return self.root / "files" / file_id
+
+    def part_dir(self, upload_id: str) -> Path:
+        return self.root / "parts" / upload_id
+
+    @contextmanager
+    def temporary(self) -> Iterator[tuple[Path, BinaryIO]]:
+        """A fresh temporary file opened for writing; removed on exit unless it was moved away."""
+        path = self.root / "tmp" / uuid.uuid4().hex
+        try:
+            with path.open("wb") as handle:
+                yield path, handle
+        finally:
+            path.unlink(missing_ok=True)
+
+    def commit(self, tmp: Path, destination: Path) -> None:
+        """Atomically move a finished temporary file to its final place."""
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, destination)
+
+    def write_file(self, file_id: str, chunks: Iterable[bytes]) -> int:
+        """Write a whole file from chunks; returns its size."""
+        with self.temporary() as (tmp, handle):
+            size = 0
+            for chunk in chunks:
+                handle.write(chunk)
+                size += len(chunk)
+            handle.flush()
+            self.commit(tmp, self.file_path(file_id))
+        return size
+
+    def delete_file(self, file_id: str) -> None:
+        self.file_path(file_id).unlink(missing_ok=True)
+
+    def delete_parts(self, upload_id: str) -> None:
+        shutil.rmtree(self.part_dir(upload_id), ignore_errors=True)
+
+    def upload_ids_with_parts(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "parts").iterdir())
+
+    def sweep_tmp(self, older_than_seconds: float) -> int:
+        """Remove temporary files abandoned by a crashed process; returns how many."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for path in (self.root / "tmp").iterdir():
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed

@@ -1,0 +1,1 @@
+"""Training: configuration, "auto" hyperparameters, the loop, checkpoints and metrics."""

@@ -1,0 +1,183 @@
+"""The Uploads API: a large file sent in parts (each at most 64 MB), then assembled.
+
+Parts are stored under ``parts/<upload-id>/`` as they arrive; completing concatenates them in
+the order the client names, checks the byte count, and hands the result to
+:func:`tunesmith.files.store_file`, so an assembled file is validated and stored like any other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from tunesmith.errors import Conflict, InvalidRequest, NotFound
+from tunesmith.files import (
+    Validator,
+    check_purpose,
+    file_to_protocol,
+    sanitize_filename,
+    store_file,
+)
+from tunesmith.ids import new_id
+from tunesmith.protocol.files import Upload, UploadPart
+from tunesmith.store.blobs import BlobStore
+from tunesmith.store.tables import FileRow, UploadPartRow, UploadRow
+
+COPY_CHUNK = 8 << 20  # bytes per read while assembling
+
+
+def upload_to_protocol(row: UploadRow, file: FileRow | None = None) -> Upload:
+    return Upload(
+        id=row.id,
+        bytes=row.bytes,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        filename=row.filename,
+        purpose=row.purpose,
+        status=row.status,
+        file=file_to_protocol(file) if file is not None else None,
+    )
+
+
+def part_to_protocol(row: UploadPartRow) -> UploadPart:
+    return UploadPart(id=row.id, created_at=row.created_at, upload_id=row.upload_id)
+
+
+def create_upload(
+    session: Session,
+    *,
+    project_id: str,
+    filename: str,
+    purpose: str,
+    size: int,
+    mime_type: str,
+    max_bytes: int,
+    ttl_seconds: int,
+    now: int,
+) -> UploadRow:
+    name = sanitize_filename(filename)
+    check_purpose(purpose, name)
+    if not 0 < size <= max_bytes:
+        raise InvalidRequest(f"bytes must be between 1 and {max_bytes}, not {size}.", param="bytes")
+    row = UploadRow(
+        id=new_id("upload_"),
+        project_id=project_id,
+        filename=name,
+        purpose=purpose,
+        bytes=size,
+        mime_type=mime_type,
+        status="pending",
+        created_at=now,
+        expires_at=now + ttl_seconds,
+    )
+    session.add(row)
+    return row
+
+
+def get_upload(session: Session, project_id: str, upload_id: str) -> UploadRow:
+    row = session.get(UploadRow, upload_id)
+    if row is None or row.project_id != project_id:
+        raise NotFound(f"No such Upload object: {upload_id}", param="upload_id")
+    return row
+
+
+def require_pending(row: UploadRow, *, now: int) -> None:
+    if row.status == "pending" and row.expires_at <= now:
+        row.status = "expired"
+    if row.status != "pending":
+        raise Conflict(
+            f"Upload {row.id} is {row.status}; parts can only be added to a pending upload.",
+            param="upload_id",
+        )
+
+
+def add_part(
+    session: Session, row: UploadRow, *, part_id: str, size: int, now: int
+) -> UploadPartRow:
+    """Records a part whose bytes the caller already moved to ``part_dir(upload)/part_id``."""
+    part = UploadPartRow(id=part_id, upload_id=row.id, bytes=size, created_at=now)
+    session.add(part)
+    return part
+
+
+def new_part_id() -> str:
+    return new_id("part_")
+
+
+def assemble(
+    session: Session,
+    blobs: BlobStore,
+    row: UploadRow,
+    *,
+    part_ids: list[str],
+    validate: Validator,
+    now: int,
+) -> FileRow:
+    """Concatenates the named parts into a new file; the upload becomes ``completed``."""
+    require_pending(row, now=now)
+    if not part_ids:
+        raise InvalidRequest("part_ids must list the upload's parts in order.", param="part_ids")
+    if len(set(part_ids)) != len(part_ids):
+        raise InvalidRequest("part_ids lists a part more than once.", param="part_ids")
+    parts = {
+        p.id: p
+        for p in session.scalars(select(UploadPartRow).where(UploadPartRow.upload_id == row.id))
+    }
+    unknown = [p for p in part_ids if p not in parts]
+    if unknown:
+        raise InvalidRequest(
+            f"part_ids names parts that are not in upload {row.id}: {', '.join(unknown)}.",
+            param="part_ids",
+        )
+    total = sum(parts[p].bytes for p in part_ids)
+    if total != row.bytes:
+        raise InvalidRequest(
+            f"The parts add up to {total} bytes, but the upload was created with bytes="
+            f"{row.bytes}. Send the missing parts or create the upload with the right size.",
+            param="part_ids",
+        )
+    part_dir = blobs.part_dir(row.id)
+    with blobs.temporary() as (tmp, handle):
+        for part_id in part_ids:
+            with (part_dir / part_id).open("rb") as source:
+                while chunk := source.read(COPY_CHUNK):
+                    handle.write(chunk)
+        handle.flush()
+        file = store_file(
+            session,
+            blobs,
+            tmp=tmp,
+            size=total,
+            project_id=row.project_id,
+            filename=row.filename,
+            purpose=row.purpose,
+            expires_at=None,
+            validate=validate,
+            now=now,
+        )
+    row.status = "completed"
+    row.file_id = file.id
+    return file
+
+
+def cancel(session: Session, row: UploadRow, *, now: int) -> None:
+    require_pending(row, now=now)
+    row.status = "cancelled"
+
+
+def expire_uploads(session: Session, *, now: int) -> list[str]:
+    """Marks overdue pending uploads expired; returns their ids (their parts can go)."""
+    ids = list(
+        session.scalars(
+            select(UploadRow.id).where(UploadRow.status == "pending", UploadRow.expires_at <= now)
+        )
+    )
+    if ids:
+        session.execute(update(UploadRow).where(UploadRow.id.in_(ids)).values(status="expired"))
+    return ids
+
+
+def part_path(blobs: BlobStore, upload_id: str, part_id: str) -> Path:
+    return blobs.part_dir(upload_id) / part_id

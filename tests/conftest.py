@@ -1,0 +1,85 @@
+"""Shared fixtures: a toy tokenizer folder, settings in a temporary home, a live server on a
+free loopback port, and the official ``openai`` client pointed at it."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from tests.toy_model import build_toy_model_dir
+from tunesmith.api.app import create_app
+from tunesmith.settings import Settings
+
+ADMIN_KEY = "tsk-test-admin-key"
+
+
+@pytest.fixture(scope="session")
+def toy_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_toy_model_dir(tmp_path_factory.mktemp("toy-model"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, toy_model_dir: Path) -> Settings:
+    return Settings(
+        home=tmp_path / "home",
+        admin_key=ADMIN_KEY,
+        validation_model_dir=toy_model_dir,
+        max_file_bytes=4 * 1024 * 1024,
+        max_part_bytes=1024 * 1024,
+        max_upload_bytes=16 * 1024 * 1024,
+    )
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: FastAPI
+    settings: Settings
+
+    def client(self, key: str = ADMIN_KEY) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0)
+
+    def http(self, key: str | None = ADMIN_KEY) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+def run_live(app: FastAPI, settings: Settings) -> Iterator[LiveServer]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", app, settings)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def live(settings: Settings) -> Iterator[LiveServer]:
+    yield from run_live(create_app(settings), settings)
+
+
+@pytest.fixture
+def client(live: LiveServer) -> openai.OpenAI:
+    return live.client()
