@@ -1,0 +1,134 @@
+"""The Uploads API: parts, completion into a normal file, cancellation, limits."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.conftest import LiveServer
+from tests.helpers import chat_example, jsonl, training_file
+
+
+def test_round_trip_yields_a_validated_file(client: openai.OpenAI, live: LiveServer) -> None:
+    data = training_file(40)
+    upload = client.uploads.create(
+        bytes=len(data), filename="big.jsonl", mime_type="application/jsonl", purpose="fine-tune"
+    )
+    assert upload.id.startswith("upload_")
+    assert upload.status == "pending"
+    assert upload.expires_at == upload.created_at + 3600
+    thirds = [data[: len(data) // 3], data[len(data) // 3 : 2 * len(data) // 3]]
+    thirds.append(data[2 * len(data) // 3 :])
+    parts = [client.uploads.parts.create(upload_id=upload.id, data=chunk) for chunk in thirds]
+    assert all(p.upload_id == upload.id and p.id.startswith("part_") for p in parts)
+    # Parts may arrive in any order; the order given at completion is the file's order.
+    done = client.uploads.complete(upload_id=upload.id, part_ids=[p.id for p in parts])
+    assert done.status == "completed"
+    assert done.file is not None
+    assert done.file.bytes == len(data)
+    assert done.file.status == "processed"
+    assert client.files.content(done.file.id).read() == data
+    report = live.http().get(f"/v1/files/{done.file.id}/validation").json()
+    assert report["n_examples"] == 40
+    assert not live.app.state.runtime.blobs.part_dir(upload.id).exists()
+    with pytest.raises(openai.ConflictError):
+        client.uploads.parts.create(upload_id=upload.id, data=b"more")
+
+
+def test_completion_checks_the_byte_count_and_part_ids(client: openai.OpenAI) -> None:
+    data = training_file(12)
+    upload = client.uploads.create(
+        bytes=len(data) + 1, filename="t.jsonl", mime_type="application/jsonl", purpose="fine-tune"
+    )
+    part = client.uploads.parts.create(upload_id=upload.id, data=data)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.uploads.complete(upload_id=upload.id, part_ids=[part.id])
+    assert "bytes" in err.value.message
+    with pytest.raises(openai.BadRequestError) as err:
+        client.uploads.complete(upload_id=upload.id, part_ids=[part.id, "part_unknown"])
+    assert "part_unknown" in err.value.message
+    with pytest.raises(openai.BadRequestError):
+        client.uploads.complete(upload_id=upload.id, part_ids=[part.id, part.id])
+    assert client.files.list().data == []
+
+
+def test_assembled_bad_jsonl_is_refused_and_stays_pending(client: openai.OpenAI) -> None:
+    data = jsonl([chat_example(i) for i in range(11)]) + b"{broken\n"
+    upload = client.uploads.create(
+        bytes=len(data), filename="t.jsonl", mime_type="application/jsonl", purpose="fine-tune"
+    )
+    part = client.uploads.parts.create(upload_id=upload.id, data=data)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.uploads.complete(upload_id=upload.id, part_ids=[part.id])
+    assert "Line 12" in err.value.message
+    assert client.files.list().data == []
+
+
+def test_cancel(client: openai.OpenAI, live: LiveServer) -> None:
+    upload = client.uploads.create(
+        bytes=10, filename="t.jsonl", mime_type="application/jsonl", purpose="fine-tune"
+    )
+    client.uploads.parts.create(upload_id=upload.id, data=b"0123456789")
+    cancelled = client.uploads.cancel(upload.id)
+    assert cancelled.status == "cancelled"
+    with pytest.raises(openai.ConflictError):
+        client.uploads.complete(upload_id=upload.id, part_ids=["part_x"])
+    from tunesmith.housekeeping import sweep
+
+    runtime = live.app.state.runtime
+    sweep(runtime.sessions, runtime.blobs, now=cancelled.created_at)
+    assert not runtime.blobs.part_dir(upload.id).exists()
+
+
+def test_part_over_the_limit_answers_413(client: openai.OpenAI, live: LiveServer) -> None:
+    size = live.settings.max_part_bytes + 1
+    upload = client.uploads.create(
+        bytes=size, filename="t.jsonl", mime_type="application/jsonl", purpose="fine-tune"
+    )
+    with pytest.raises(openai.APIStatusError) as err:
+        client.uploads.parts.create(upload_id=upload.id, data=b"x" * size)
+    assert err.value.status_code == 413
+    assert not live.app.state.runtime.blobs.part_dir(upload.id).exists()
+    assert list((live.settings.blob_dir() / "tmp").iterdir()) == []
+
+
+def test_expired_upload_takes_no_parts(client: openai.OpenAI, live: LiveServer) -> None:
+    from tunesmith.housekeeping import sweep
+
+    upload = client.uploads.create(
+        bytes=10, filename="t.jsonl", mime_type="application/jsonl", purpose="fine-tune"
+    )
+    runtime = live.app.state.runtime
+    swept = sweep(runtime.sessions, runtime.blobs, now=upload.expires_at)
+    assert swept.uploads == [upload.id]
+    with pytest.raises(openai.ConflictError) as err:
+        client.uploads.parts.create(upload_id=upload.id, data=b"0123456789")
+    assert "expired" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"filename": "t.jsonl", "purpose": "fine-tune", "bytes": 0, "mime_type": "x"}, "bytes"),
+        ({"filename": "t.txt", "purpose": "fine-tune", "bytes": 5, "mime_type": "x"}, "file"),
+        ({"filename": "t.jsonl", "purpose": "nope", "bytes": 5, "mime_type": "x"}, "purpose"),
+        ({"filename": "t.jsonl", "purpose": "fine-tune", "mime_type": "x"}, "bytes"),
+    ],
+)
+def test_bad_upload_requests(live: LiveServer, body: dict[str, object], param: str) -> None:
+    response = live.http().post("/v1/uploads", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+
+
+def test_uploads_are_project_scoped(live: LiveServer, client: openai.OpenAI) -> None:
+    from tests.test_auth import make_key, make_project
+
+    upload = client.uploads.create(
+        bytes=10, filename="t.jsonl", mime_type="application/jsonl", purpose="fine-tune"
+    )
+    other = live.client(make_key(live, make_project(live, "other"), "owner"))
+    with pytest.raises(openai.NotFoundError):
+        other.uploads.parts.create(upload_id=upload.id, data=b"0123456789")
+    with pytest.raises(openai.NotFoundError):
+        other.uploads.cancel(upload.id)
