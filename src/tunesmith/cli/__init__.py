@@ -14,6 +14,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from tunesmith.data.issues import Issue
+
 
 def _settings(args: argparse.Namespace) -> object:
     from tunesmith.settings import Settings
@@ -62,11 +64,10 @@ def validate(args: argparse.Namespace) -> int:
         return 0 if report.valid else 1
     for issue in report.errors.items:
         print(f"error   {issue.code:<36} {issue.located()}")
-    for issue in report.warnings.items:
-        print(f"warning {issue.code:<36} {issue.located()}")
     hidden = report.errors.total - len(report.errors.items)
     if hidden:
         print(f"... and {hidden} more errors")
+    _print_warnings(report.warnings.items, report.warnings.total)
     stats = report.statistics or {}
     print(
         f"{report.n_examples} examples ({report.format}), {report.errors.total} errors, "
@@ -74,6 +75,21 @@ def validate(args: argparse.Namespace) -> int:
         f"auto epochs {stats.get('auto_n_epochs')}"
     )
     return 0 if report.valid else 1
+
+
+def _print_warnings(warnings: list[Issue], total: int) -> None:
+    """One line per warning code: how many, and the first lines it was seen on."""
+    by_code: dict[str, list[Issue]] = {}
+    for issue in warnings:
+        by_code.setdefault(issue.code, []).append(issue)
+    for code, issues in by_code.items():
+        if len(issues) == 1:
+            print(f"warning {code:<36} {issues[0].located()}")
+            continue
+        lines = ", ".join(str(i.line) for i in issues[:5]) + (", …" if len(issues) > 5 else "")
+        print(f"warning {code:<36} {len(issues)}x (lines {lines}): {issues[0].message}")
+    if total > len(warnings):
+        print(f"... and {total - len(warnings)} more warnings")
 
 
 def build_parser() -> argparse.ArgumentParser:
