@@ -52,6 +52,17 @@ def test_azure_api_key_header_is_accepted(live: LiveServer) -> None:
     assert response.json()["object"] == "list"
 
 
+def test_azure_v1_paths_serve_the_same_api(live: LiveServer) -> None:
+    azure = openai.OpenAI(
+        base_url=f"{live.url}/openai/v1",
+        api_key="unused",
+        default_headers={"api-key": ADMIN_KEY, "Authorization": ""},
+        max_retries=0,
+    )
+    created = azure.files.create(file=("t.jsonl", training_file()), purpose="fine-tune")
+    assert live.client().files.retrieve(created.id).id == created.id
+
+
 def test_health_and_docs_need_no_key(live: LiveServer) -> None:
     http = live.http(key=None)
     assert http.get("/health").json() == {"status": "ok"}

@@ -70,8 +70,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.runtime = runtime
     app.state.generated_admin_key = generated
     install_error_handlers(app)
-    for router in (health.router, projects.router, files.router, uploads.router):
+    app.include_router(health.router)
+    for router in (projects.router, files.router, uploads.router):
         app.include_router(router)
+        # Azure OpenAI's v1 paths ({endpoint}/openai/v1/...), for clients configured for Azure.
+        app.include_router(router, prefix="/openai", include_in_schema=False)
     return app
 
 
