@@ -14,6 +14,14 @@ import orjson
 
 BOM = b"\xef\xbb\xbf"
 _QUOTE_CHARS = 40
+_JSON_KINDS = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 class JsonlFormatError(Exception):
@@ -25,8 +33,11 @@ class JsonlFormatError(Exception):
 
 
 def _hint(raw: bytes) -> str:
+    """The line's start as it is in the file (not ``repr``: escaped quotes would not match the
+    user's text); only characters that cannot be shown are escaped."""
     text = raw.decode("utf-8", errors="replace").strip()
-    return text[:_QUOTE_CHARS] + ("…" if len(text) > _QUOTE_CHARS else "")
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text[:_QUOTE_CHARS])
+    return shown + ("…" if len(text) > _QUOTE_CHARS else "")
 
 
 def _fail(number: int, raw: bytes, code: str, problem: str) -> JsonlFormatError:
@@ -35,7 +46,7 @@ def _fail(number: int, raw: bytes, code: str, problem: str) -> JsonlFormatError:
         code=code,
         message=(
             "Expected file to have JSONL format, where every line is a JSON dictionary. "
-            f"Line {number} {problem} (HINT: line starts with: {_hint(raw)!r})."
+            f'Line {number} {problem} (HINT: line starts with: "{_hint(raw)}").'
         ),
     )
 
@@ -52,12 +63,17 @@ def parse_line(number: int, raw: bytes) -> dict[str, Any]:
                 number,
                 raw,
                 "invalid_utf8",
-                f"is not valid UTF-8 (byte {bad.start + 1}); save the file as UTF-8",
+                f"is not valid UTF-8 (byte {bad.start + 1} of the line); save the file as UTF-8",
             ) from None
-        raise _fail(number, raw, "invalid_json", f"is not valid JSON ({exc})") from None
+        # The parser sees one line as a whole document: its own "line 1" would contradict ours.
+        problem = f"is not valid JSON ({exc.msg} at column {exc.colno}); fix the JSON there"
+        raise _fail(number, raw, "invalid_json", problem) from None
     if not isinstance(value, dict):
-        kind = type(value).__name__.replace("NoneType", "null")
-        raise _fail(number, raw, "not_a_dictionary", f"is not a dictionary but a JSON {kind}")
+        problem = (
+            f"is not a dictionary but {_JSON_KINDS.get(type(value), 'a JSON value')}; "
+            'write each example as one JSON object, {"messages": [...]}'
+        )
+        raise _fail(number, raw, "not_a_dictionary", problem)
     return value
 
 
