@@ -88,13 +88,15 @@ class _Checker:
     def warn(self, code: str, msg: str, field: str | None = None, index: int | None = None) -> None:
         self.result.warnings.append(Issue(code, msg, self.line, index, field))
 
-    def unknown_keys(self, obj: dict[str, Any], allowed: frozenset[str], where: str) -> None:
+    def unknown_keys(
+        self, obj: dict[str, Any], allowed: frozenset[str], where: str, prefix: str = ""
+    ) -> None:
         for key in sorted(obj.keys() - allowed):
             self.err(
                 "example_unrecognized_key",
                 f"unrecognized key {key!r}{where}; allowed keys are {', '.join(sorted(allowed))}."
                 " Remove it.",
-                field=key,
+                field=f"{prefix}{key}",
             )
 
     # -- messages ------------------------------------------------------------------------------
@@ -166,7 +168,9 @@ class _Checker:
                 index,
             )
         calls = msg.get("tool_calls") is not None or msg.get("function_call") is not None
+        before_content = len(self.result.errors)
         text = self.text_of(msg.get("content"), path, index)
+        content_typed = len(self.result.errors) == before_content  # else reported as a type error
         if "content" not in msg and not calls:
             self.err(
                 "message_missing_key",
@@ -174,18 +178,19 @@ class _Checker:
                 f"{path}.content",
                 index,
             )
-        elif not text and not calls and "content" in msg and len(self.result.errors) == n_errors:
+        elif not text and not calls and content_typed:
             self.err(
                 "missing_content",
-                "content is empty; only an assistant message with tool_calls may omit it.",
+                "content is empty; write the message text (only an assistant message with "
+                "tool_calls may leave it out).",
                 f"{path}.content",
                 index,
             )
         if text and role == "assistant" and not text.strip() and not calls:
             self.warn(
                 "empty_assistant_message",
-                "the assistant message is only whitespace; the model will learn to answer "
-                "with nothing.",
+                "the assistant message is only whitespace, so the model will learn to answer "
+                "with nothing; write the answer, or set its weight to 0.",
                 f"{path}.content",
                 index,
             )
@@ -330,9 +335,18 @@ class _Checker:
             )
             return
         if "system" not in roles:
-            self.warn("missing_system_message", "the example has no system message.", "messages")
+            self.warn(
+                "missing_system_message",
+                "the example has no system message; add one if the model should follow "
+                "standing instructions.",
+                "messages",
+            )
         if "user" not in roles:
-            self.warn("missing_user_message", "the example has no user message.", "messages")
+            self.warn(
+                "missing_user_message",
+                "the example has no user message; add the request the answer responds to.",
+                "messages",
+            )
         if self.result.errors:
             return
         self.result.unit = ChatUnit(messages, tools, trainable)
@@ -350,7 +364,7 @@ class _Checker:
             messages = None
             tools = None
         else:
-            self.unknown_keys(inp, PREFERENCE_INPUT_KEYS, " in 'input'")
+            self.unknown_keys(inp, PREFERENCE_INPUT_KEYS, " in 'input'", "input.")
             tools = self.tools(inp, "input.")
             messages = self.messages(inp.get("messages"), "input.messages")
             if messages and messages[-1]["role"] == "assistant":
@@ -373,7 +387,7 @@ class _Checker:
         if key in obj and alias in obj:
             self.err(f"invalid_{key}", f"give either '{key}' or '{alias}', not both.", alias)
             return None
-        name = key if key in obj else alias
+        name = alias if alias in obj and key not in obj else key  # absent: the canonical name
         value = obj.get(name)
         if not isinstance(value, list) or len(value) != 1:
             self.err(
