@@ -6,6 +6,7 @@ lock (concurrent first uploads load it once)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from tunesmith.catalog.bundled import BUNDLED_MODEL_ID, ensure_bundled_tokenizer
 from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.validate import ValidationReport, validate_file
 from tunesmith.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class FileValidator:
@@ -31,6 +34,13 @@ class FileValidator:
                 else:
                     self._format = ChatFormat.from_dir(folder)
             return self._format
+
+    def warm_up(self) -> None:
+        """Loads the tokenizer ahead of the first upload; a failure is reported there instead."""
+        try:
+            self.chat_format()
+        except Exception:
+            log.exception("could not load the validation tokenizer; uploads will retry")
 
     def __call__(self, path: Path) -> ValidationReport:
         return validate_file(

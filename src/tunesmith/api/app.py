@@ -42,16 +42,19 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.admin_key is None:
             generated = bootstrap_admin_key(session, settings.admin_key_path(), now)
     admin = settings.admin_key.get_secret_value() if settings.admin_key else None
+    validator = FileValidator(settings)
     runtime = Runtime(
         settings=settings,
         sessions=sessions,
         blobs=BlobStore(settings.blob_dir()),
-        validate=FileValidator(settings),
+        validate=validator,
         admin_key_hash=hash_key(admin) if admin else None,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Load (and on first start convert) the tokenizer now rather than in the first upload.
+        warm = asyncio.create_task(run_in_threadpool(validator.warm_up))
         task = asyncio.create_task(_sweep_forever(runtime))
         try:
             yield
@@ -59,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await warm
             engine.dispose()
 
     app = FastAPI(
