@@ -3,7 +3,9 @@
 One streaming pass over the file: each line is parsed (:mod:`.jsonl`), checked
 (:mod:`.rules`) and rendered (:mod:`.chat_format`); rendered examples are tokenised in batches on
 a background thread while the next batch is parsed, so validation costs little beyond the
-tokenizer itself. Memory stays bounded: per-example figures are small integer arrays.
+tokenizer itself; text that examples repeat, such as a shared system prompt, is tokenised once
+(:meth:`~tunesmith.data.chat_format.ChatFormat.token_counts`). Memory stays bounded: per-example
+figures are small integer arrays.
 
 A file that is not JSONL at all raises :class:`~tunesmith.data.jsonl.JsonlFormatError` (the
 upload answers 400); everything else ends up in the :class:`ValidationReport`.
@@ -91,12 +93,11 @@ def validate_file(
     n_examples = 0
     pending = _Pending()
 
-    def tokenised(batch: _Pending, encodings: list[Any]) -> None:
+    def tokenised(batch: _Pending, counts: list[tuple[int, int]]) -> None:
         assert chat_format is not None
-        for line, n_messages, rendered, encoding in zip(
-            batch.lines, batch.messages, batch.rendered, encodings, strict=True
+        for line, n_messages, (total, trained) in zip(
+            batch.lines, batch.messages, counts, strict=True
         ):
-            total, trained = chat_format.count_tokens(encoding, rendered)
             stats.add(messages=n_messages, tokens=total, trained=trained)
             if total > chat_format.context_length:
                 warnings.add(
@@ -110,7 +111,7 @@ def validate_file(
                 )
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as pool:
-        in_flight: tuple[_Pending, Future[list[Any]]] | None = None
+        in_flight: tuple[_Pending, Future[list[tuple[int, int]]]] | None = None
 
         def flush() -> None:
             nonlocal pending, in_flight
@@ -118,8 +119,7 @@ def validate_file(
                 tokenised(in_flight[0], in_flight[1].result())
                 in_flight = None
             if pending.rendered and chat_format is not None:
-                texts = [r.text for r in pending.rendered]
-                in_flight = (pending, pool.submit(chat_format.encode_batch, texts))
+                in_flight = (pending, pool.submit(chat_format.token_counts, pending.rendered))
                 pending = _Pending()
 
         for number, raw in iter_lines(path):
