@@ -10,18 +10,19 @@ loss mask can be trusted on it.
 Rendering Jinja prefixes costs several template runs per example, so conversations that only
 differ in their text share one *skeleton*: the conversation is rendered once per sequence of roles
 with placeholder contents, and each example's text is then spliced in. A template that alters or
-inspects message text (``trim``, ``split``, ``'x' in content``) is detected and always rendered in
-full. Both paths give identical results; the tests hold them to it.
+inspects message text (``trim``, ``split``, ``'x' in content``) is detected by
+:mod:`.template_check` and always rendered in full. Both paths give identical results; the tests
+hold them to it.
 
 :meth:`ChatFormat.count_tokens` maps spans onto tokens: a token is trained when its first
 character lies inside a span. The validation report and the training loop use these same spans.
 
 :meth:`ChatFormat.token_counts` gives the same counts for a batch without encoding text twice: a
 tokenizer splits its special tokens out before anything else, so a rendered text is encoded as the
-pieces between special tokens, and a piece that repeats within a batch (the system prompt that
-every example of a real dataset shares) is encoded once. Whether a tokenizer really
-encodes piece by piece is checked when the format is built (its configuration, then probe texts
-encoded whole and in pieces); one that does not is always given whole texts.
+pieces between special tokens, and a piece that repeats within a batch (typically the system
+prompt that all examples of a dataset share) is encoded once. Whether a tokenizer really encodes
+piece by piece is checked when the format is built (its configuration, then probe texts encoded
+whole and in pieces); one that does not is always given whole texts.
 """
 
 from __future__ import annotations
@@ -35,13 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.data.rules import ChatUnit, TextUnit
+from tunesmith.data.template_check import inserts_content_verbatim
 
 # A placeholder that no real text contains; the padding whitespace exposes templates that trim.
 _SENTINEL = " \n\x1e{}\x1e\n "
-_INSPECTS_CONTENT = re.compile(
-    r"content['\"]?\]?\s*(\|(?!\s*tojson)|\.\s*\w+\s*\(|\[)"  # filters, methods, indexing
-    r"|\bin\s+\w+(\.|\[['\"])content"  # 'x' in message.content
-)
 
 
 class TemplateError(Exception):
@@ -100,7 +98,7 @@ class ChatFormat:
             {str(t) for t in tokenizer.all_special_tokens}
             | {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
         )
-        self._splice = _INSPECTS_CONTENT.search(template) is None
+        self._splice = inserts_content_verbatim(template)
         self._skeletons: dict[tuple[str, ...], _Skeleton | None] = {}
         self._pieces = _PieceEncoder.for_tokenizer(tokenizer.backend_tokenizer)
 
@@ -166,23 +164,69 @@ class ChatFormat:
         trainable: Sequence[bool],
         tools: list[dict[str, Any]] | None,
     ) -> Rendered:
-        whole = self._template(messages, tools, prompt=False)
+        try:
+            whole = self._template(messages, tools, prompt=False)
+        except TemplateError as exc:
+            raise self._locate_failure(messages, tools, exc) from None
         spans: list[tuple[int, int]] = []
         for i, train in enumerate(trainable):
             if not train:
                 continue
-            header = self._template(messages[:i], tools, prompt=True)
+            header = self._header(messages, i, tools)
             turn = self._template(messages[: i + 1], tools, prompt=False)
             if not (whole.startswith(turn) and turn.startswith(header)):
                 raise TemplateError(
                     f"the chat template of {self.name} renders message {i} differently once "
                     "later messages follow (it is not prefix-stable), so its loss mask would "
-                    "be wrong",
+                    "be wrong; set weight 0 on this message or use a base model whose template "
+                    "is prefix-stable",
                     i,
                 )
             end = turn.rfind(self.end_of_turn, len(header))
             spans.append((len(header), end + len(self.end_of_turn) if end >= 0 else len(turn)))
         return Rendered(whole, tuple(spans))
+
+    def _header(
+        self, messages: list[dict[str, Any]], i: int, tools: list[dict[str, Any]] | None
+    ) -> str:
+        """The text before message ``i``'s content: the conversation so far plus its header."""
+        if i > 0:
+            return self._template(messages[:i], tools, prompt=True)
+        # Templates refuse an empty conversation, so for an opening answer take the text that
+        # precedes a placeholder content.
+        placeholder = _SENTINEL.format(0)
+        text = self._template([{**messages[0], "content": placeholder}], tools, prompt=False)
+        at = text.find(placeholder)
+        if at < 0:
+            raise TemplateError(
+                f"the chat template of {self.name} alters the text of an opening assistant "
+                "message, so its loss mask cannot be located; start the example with a user "
+                "(or system) message",
+                0,
+            )
+        return text[:at]
+
+    def _locate_failure(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        error: TemplateError,
+    ) -> TemplateError:
+        """The same error, naming the first message the template cannot render."""
+        index = len(messages) - 1
+        for k in range(1, len(messages)):
+            try:
+                self._template(messages[:k], tools, prompt=False)
+            except TemplateError:
+                index = k - 1
+                break
+        role = messages[index].get("role")
+        return TemplateError(
+            f"{error.message}. The template fails on message {index} ({role}); give it the "
+            "fields this model's template expects (such as text content), or choose a base model "
+            "whose template supports them",
+            index,
+        )
 
     def _build_skeleton(self, roles: tuple[str, ...]) -> _Skeleton | None:
         sentinels = [_SENTINEL.format(i) for i in range(len(roles))]
@@ -307,8 +351,10 @@ class _PieceEncoder:
             whole = self._backend.encode(text, add_special_tokens=False)
             ids: list[int] = []
             offsets: list[tuple[int, int]] = []
-            for start, end, _ in self._pieces(text):
+            for start, end, special in self._pieces(text):
                 part = self._backend.encode(text[start:end], add_special_tokens=False)
+                if special and len(part.ids) != 1:
+                    return False  # _Joined takes a special token for one token
                 ids += part.ids
                 offsets += [(start + a, start + b) for a, b in part.offsets]
             if ids != whole.ids or offsets != whole.offsets:
