@@ -24,7 +24,7 @@ import numpy as np
 from tunesmith.data.chat_format import ChatFormat, Rendered, TemplateError
 from tunesmith.data.issues import Issue, IssueList
 from tunesmith.data.jsonl import iter_lines, parse_line
-from tunesmith.data.rules import Format, check_example, reserved_pattern
+from tunesmith.data.rules import ChatUnit, Format, TextUnit, check_example, reserved_pattern
 from tunesmith.data.stats import TokenStats
 
 MIN_EXAMPLES = 10  # OpenAI's minimum for a training file
@@ -151,7 +151,8 @@ def validate_file(
             try:
                 rendered = chat_format.render_unit(checked.unit)
             except TemplateError as exc:
-                errors.add(Issue("template_render_failed", exc.message, number, exc.message_index))
+                index, where = _message_location(checked.unit, fmt, exc.message_index)
+                errors.add(Issue("template_render_failed", exc.message, number, index, where))
                 continue
             pending.lines.append(number)
             pending.messages.append(checked.message_count)
@@ -181,6 +182,19 @@ def validate_file(
     )
 
 
+def _message_location(
+    unit: ChatUnit | TextUnit, fmt: Format | None, index: int | None
+) -> tuple[int | None, str | None]:
+    """``(message index, field)`` in the file's terms of a message of a rendered unit."""
+    if index is None or not isinstance(unit, ChatUnit):
+        return None, None
+    if fmt == "preference":  # the unit is input.messages + [the preferred answer]
+        if index == len(unit.messages) - 1:
+            return 0, "preferred_output[0]"
+        return index, f"input.messages[{index}]"
+    return index, f"messages[{index}]"
+
+
 def _report_duplicates(hashes: array[int], lines: array[int], warnings: IssueList) -> None:
     """Warns once for each line that repeats an earlier line byte for byte."""
     if len(hashes) < 2:
@@ -201,7 +215,8 @@ def _report_duplicates(hashes: array[int], lines: array[int], warnings: IssueLis
         warnings.add(
             Issue(
                 "duplicate_example",
-                f"this example repeats line {original} exactly; duplicates weigh it twice.",
+                f"this example repeats line {original} exactly, so training weighs it twice; "
+                "remove the copy unless that is intended.",
                 line,
             )
         )
