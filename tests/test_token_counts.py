@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerFast
 
 from tests.helpers import jsonl
 from tests.toy_model import CHATML_TEMPLATE, SPECIAL
+from tunesmith.data import validate
 from tunesmith.data.chat_format import ChatFormat, Rendered, _PieceEncoder, _probe_texts
 from tunesmith.data.rules import TextUnit
 from tunesmith.data.validate import validate_file
@@ -88,6 +89,40 @@ def test_validation_statistics_do_not_depend_on_the_path(
     whole = ChatFormat.from_dir(toy_model_dir)
     whole._pieces = None
     assert validate_file(path, piecewise).to_dict() == validate_file(path, whole).to_dict()
+
+
+def test_small_batches_give_the_same_report(
+    toy_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(11)
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": _text(rng)},
+                # some answers run past the toy context (256 tokens): warnings from the tokenizer
+                {"role": "assistant", "content": _text(rng) * rng.choice([1, 2, 60])},
+            ][rng.random() < 0.2 :]  # some without a system message: warnings from the rules
+        }
+        for _ in range(90)
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(jsonl(rows))
+    chat_format = ChatFormat.from_dir(toy_model_dir)
+    whole = validate_file(path, chat_format).to_dict()  # one batch
+    codes = {w["code"] for w in whole["warnings"]}
+    assert {"example_too_long", "missing_system_message"} <= codes
+    monkeypatch.setattr(validate, "BATCH", 7)  # many batches
+    batched = validate_file(path, chat_format).to_dict()
+    # the same issues and statistics; the list interleaves rule and length warnings by batch
+    assert sorted(batched.pop("warnings"), key=_by_line) == sorted(
+        whole.pop("warnings"), key=_by_line
+    )
+    assert batched == whole
+
+
+def _by_line(issue: dict[str, Any]) -> tuple[int, str]:
+    return issue["line"], issue["code"]
 
 
 def _metaspace_tokenizer(prepend_scheme: str, *, lstrip: bool = False) -> PreTrainedTokenizerFast:
