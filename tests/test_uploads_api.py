@@ -132,3 +132,26 @@ def test_uploads_are_project_scoped(live: LiveServer, client: openai.OpenAI) -> 
         other.uploads.parts.create(upload_id=upload.id, data=b"0123456789")
     with pytest.raises(openai.NotFoundError):
         other.uploads.cancel(upload.id)
+
+
+def test_a_response_is_sent_only_after_its_transaction_commits(
+    client: openai.OpenAI, live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from sqlalchemy.orm import Session
+
+    from tunesmith.store.tables import UploadRow
+
+    commit = Session.commit
+
+    def slow_commit(self: Session) -> None:
+        time.sleep(0.3)  # widen the window in which a reader could see nothing
+        commit(self)
+
+    monkeypatch.setattr(Session, "commit", slow_commit)
+    upload = client.uploads.create(
+        bytes=10, filename="t.jsonl", mime_type="application/jsonl", purpose="fine-tune"
+    )
+    with live.app.state.runtime.sessions() as session:
+        assert session.get(UploadRow, upload.id) is not None

@@ -44,7 +44,9 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response goes out, so a client never reads its own
+# write as missing.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def now() -> int:
