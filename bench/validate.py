@@ -18,6 +18,12 @@ line, one JSON object with every figure and ``throughput_ratio`` (tunesmith / ba
 
     .venv/bin/python bench/validate.py               # 100 MB
     .venv/bin/python bench/validate.py --large       # 512 MB (same as --size-mb 512)
+    .venv/bin/python bench/validate.py --repeat 5 --compare-whole
+
+``--repeat`` alternates the sides and keeps each one's fastest run (the machine may be shared);
+``--compare-whole`` adds tunesmith with piece-wise encoding off (every rendered text encoded
+whole), to measure what that optimisation gives; ``--unique-system`` gives every example its own
+system prompt, so that no text repeats.
 
 The generated file is kept under ``bench/out/`` (gitignored) and reused by later runs with the same
 size and seed.
@@ -253,10 +259,12 @@ def _load_chat_format(tokenizer_dir: Path) -> Any:
     return ChatFormat.from_dir(tokenizer_dir, name="SmolLM2-135M-Instruct")
 
 
-def child_tunesmith(path: Path, tokenizer_dir: Path) -> dict[str, Any]:
+def child_tunesmith(path: Path, tokenizer_dir: Path, whole_texts: bool = False) -> dict[str, Any]:
     from tunesmith.data.validate import validate_file
 
     chat_format = _load_chat_format(tokenizer_dir)
+    if whole_texts:  # piece-wise encoding off: every text encoded whole, as before it existed
+        chat_format._pieces = None
     rss_loaded = _peak_rss_mb()
     cpu, start = _cpu_seconds(), time.perf_counter()
     report = validate_file(path, chat_format)
@@ -358,6 +366,13 @@ def _rates(result: dict[str, Any], size_bytes: int) -> dict[str, float]:
     }
 
 
+def _median_ratio(runs: dict[str, list[dict[str, Any]]], slow: str, fast: str) -> float:
+    """Median seconds of ``slow`` over median seconds of ``fast``: a throughput ratio."""
+    return statistics.median(r["seconds"] for r in runs[slow]) / statistics.median(
+        r["seconds"] for r in runs[fast]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=int, default=100, help="size of the generated file")
@@ -378,14 +393,20 @@ def main() -> None:
         action="store_true",
         help="a control: every example gets its own system prompt, so no text repeats",
     )
-    parser.add_argument("--child", choices=["tunesmith", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--compare-whole",
+        action="store_true",
+        help="also run tunesmith encoding whole texts (piece-wise encoding off)",
+    )
+    sides = ["tunesmith", "baseline", "whole_texts"]
+    parser.add_argument("--child", choices=sides, help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tokenizer-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
-        if args.child == "tunesmith":
-            result = child_tunesmith(args.file, args.tokenizer_dir)
+        if args.child != "baseline":
+            result = child_tunesmith(args.file, args.tokenizer_dir, args.child == "whole_texts")
         else:
             result = child_baseline(args.file, args.tokenizer_dir, args.batch)
         print(json.dumps(result))
@@ -402,6 +423,8 @@ def main() -> None:
     size_bytes = path.stat().st_size
 
     runs: dict[str, list[dict[str, Any]]] = {"tunesmith": [], "baseline": []}
+    if args.compare_whole:
+        runs["whole_texts"] = []
     for attempt in range(args.repeat):
         for side in runs:
             print(f"run {attempt + 1}/{args.repeat}: {side} ...", end=" ", flush=True)
@@ -427,11 +450,12 @@ def main() -> None:
             f"the sides disagree: tunesmith {ours['examples']} examples / {ours['tokens']} tokens,"
             f" baseline {base['examples']} / {base['tokens']}"
         )
+    whole = min(runs.get("whole_texts") or [{}], key=lambda r: r.get("seconds", 0))
+    if whole and (whole["examples"], whole["tokens"]) != (ours["examples"], ours["tokens"]):
+        problems.append("tunesmith with whole texts counted differently")
     t, b = _rates(ours, size_bytes), _rates(base, size_bytes)
     ratio = b["seconds"] / t["seconds"]
-    median_ratio = statistics.median(r["seconds"] for r in runs["baseline"]) / statistics.median(
-        r["seconds"] for r in runs["tunesmith"]
-    )
+    median_ratio = _median_ratio(runs, "baseline", "tunesmith")
     cpu_ratio = base["cpu_seconds"] / ours["cpu_seconds"]
 
     print()
@@ -443,7 +467,11 @@ def main() -> None:
         + " in each example"
     )
     print(f"{'':12}{'seconds':>10}{'MB/s':>10}{'examples/s':>13}{'tokens/s':>12}{'peak RSS':>11}")
-    for name, r in (("tunesmith", t), ("baseline", b)):
+    rows = [("tunesmith", t), ("baseline", b)]
+    if whole:
+        whole["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs["whole_texts"])
+        rows.append(("whole texts", _rates(whole, size_bytes)))
+    for name, r in rows:
         print(
             f"{name:12}{r['seconds']:>10.2f}{r['mb_per_s']:>10.2f}{r['examples_per_s']:>13,.0f}"
             f"{r['tokens_per_s']:>12,}{r['peak_rss_mb']:>8,.0f} MB"
@@ -452,6 +480,12 @@ def main() -> None:
     if args.repeat > 1:
         print(f"  the same of the median runs: {median_ratio:.3f}")
     print(f"CPU time ratio (baseline CPU s / tunesmith CPU s): {cpu_ratio:.3f}")
+    if whole:
+        print(
+            f"piece-wise encoding speed-up (whole texts s / tunesmith s): "
+            f"{whole['seconds'] / ours['seconds']:.3f}, of the median runs "
+            f"{_median_ratio(runs, 'whole_texts', 'tunesmith'):.3f}"
+        )
     print(f"tunesmith peak RSS: {t['peak_rss_mb']:.0f} MB  (target < {MEMORY_TARGET_MB} MB)")
     for problem in problems:
         print(f"PROBLEM: {problem}")
@@ -472,6 +506,18 @@ def main() -> None:
         "median_throughput_ratio": round(median_ratio, 4),
         "all_seconds": {side: [round(r["seconds"], 2) for r in rs] for side, rs in runs.items()},
         "peak_rss_ratio": round(t["peak_rss_mb"] / b["peak_rss_mb"], 4),
+        **(
+            {
+                "whole_texts": _rates(whole, size_bytes),
+                "whole_texts_throughput_ratio": round(b["seconds"] / whole["seconds"], 4),
+                "piecewise_speedup_ratio": round(whole["seconds"] / ours["seconds"], 4),
+                "median_piecewise_speedup_ratio": round(
+                    _median_ratio(runs, "whole_texts", "tunesmith"), 4
+                ),
+            }
+            if whole
+            else {}
+        ),
         "meets_throughput_target": ratio >= THROUGHPUT_TARGET,
         "meets_memory_target": t["peak_rss_mb"] < MEMORY_TARGET_MB,
         "consistent": not problems,
