@@ -1,15 +1,16 @@
 """A toy tokenizer and model config, built in seconds, for tests that must not touch SmolLM2.
 
 The tokenizer is a byte-level BPE with ChatML special tokens and SmolLM2's chat template, so
-rendering and masking behave like the real model's; the config describes a tiny Llama."""
+rendering and masking behave like the real model's; the config describes a tiny Llama, saved with randomly initialised weights (seed 0)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -33,7 +34,9 @@ _CORPUS = [
 ]
 
 
-def build_toy_model_dir(path: Path, *, chat_template: str = CHATML_TEMPLATE) -> Path:
+def build_toy_model_dir(
+    path: Path, *, chat_template: str = CHATML_TEMPLATE, with_weights: bool = True
+) -> Path:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -71,4 +74,8 @@ def build_toy_model_dir(path: Path, *, chat_template: str = CHATML_TEMPLATE) -> 
         "tie_word_embeddings": True,
     }
     (path / "config.json").write_text(json.dumps(config, indent=2))
+    if with_weights:
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(**config))
+        model.save_pretrained(str(path))  # rewrites config.json with the same fields
     return path
