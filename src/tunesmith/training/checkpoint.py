@@ -1,0 +1,136 @@
+"""Checkpoints: self-describing directories, written whole or not at all.
+
+A checkpoint folder holds everything needed to use it and to resume from it::
+
+    ckpt-step-120/
+      adapter_config.json  adapter_model.safetensors     (LoRA: PEFT's layout)
+      config.json  model.safetensors                     (full training: Hugging Face's layout)
+      tokenizer.json  tokenizer_config.json  chat_template.jinja
+      tunesmith.json      base model, chat template, end-of-turn token, hyperparameters, metrics
+      trainer_state.pt    optimizer, step and data position, random number generator states
+
+It is written into a hidden staging folder beside its final place and renamed into place, so a
+crash leaves either the complete checkpoint or nothing. Only the last ``KEEP_EPOCHS`` epochs'
+checkpoints are kept (OpenAI keeps three), plus the newest checkpoint whatever it is (a pause).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tunesmith.data.chat_format import ChatFormat
+from tunesmith.training.config import ResolvedConfig
+from tunesmith.training.lora import save_adapter
+from tunesmith.training.metrics import StepMetrics
+
+MANIFEST = "tunesmith.json"
+TRAINER_STATE = "trainer_state.pt"
+KEEP_EPOCHS = 3
+FORMAT_VERSION = 1
+
+
+def checkpoint_name(step: int) -> str:
+    return f"ckpt-step-{step}"
+
+
+def save_checkpoint(
+    root: Path,
+    *,
+    model: nn.Module,
+    config: ResolvedConfig,
+    base_model_id: str,
+    base_model_dir: Path,
+    chat_format: ChatFormat,
+    metrics: StepMetrics,
+    epoch_complete: bool,
+    trainer_state: dict[str, Any],
+) -> Path:
+    """Writes ``root/ckpt-step-N`` atomically and returns its path."""
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / checkpoint_name(metrics.step)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
+    try:
+        if config.strategy == "lora":
+            save_adapter(
+                model,
+                staging,
+                base_model=str(base_model_dir),
+                rank=config.lora_rank,
+                alpha=config.lora_alpha,
+                dropout=config.lora_dropout,
+                target_modules=config.target_modules,
+            )
+        else:
+            model.save_pretrained(str(staging))  # type: ignore[operator]
+        chat_format.tokenizer.save_pretrained(str(staging))
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "kind": config.strategy,
+            "base_model": base_model_id,
+            "base_model_path": str(base_model_dir),
+            "step": metrics.step,
+            "epoch": metrics.epoch,
+            "epoch_complete": epoch_complete,
+            "created_at": int(time.time()),
+            "chat_template": chat_format.tokenizer.chat_template,
+            "end_of_turn": chat_format.end_of_turn,
+            "special_tokens": chat_format.special_tokens,
+            "context_length": chat_format.context_length,
+            "model_config": _model_config(model),
+            "hyperparameters": config.to_dict(),
+            "metrics": asdict(metrics),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        torch.save(trainer_state, staging / TRAINER_STATE)
+        if target.exists():  # a pause checkpoint at the same step, rewritten
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text())
+    return manifest
+
+
+def load_trainer_state(folder: Path) -> dict[str, Any]:
+    state: dict[str, Any] = torch.load(folder / TRAINER_STATE, weights_only=True)
+    return state
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [
+        p for p in root.iterdir() if p.name.startswith("ckpt-step-") and (p / MANIFEST).exists()
+    ]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("ckpt-step-")))
+
+
+def prune_checkpoints(root: Path, keep_epochs: int = KEEP_EPOCHS) -> list[Path]:
+    """Removes all but the last ``keep_epochs`` epoch checkpoints and the newest one."""
+    checkpoints = list_checkpoints(root)
+    epoch_ends = [p for p in checkpoints if read_manifest(p)["epoch_complete"]]
+    keep = set(epoch_ends[-keep_epochs:]) | set(checkpoints[-1:])
+    removed = [p for p in checkpoints if p not in keep]
+    for path in removed:
+        shutil.rmtree(path)
+    return removed
+
+
+def _model_config(model: nn.Module) -> dict[str, Any] | None:
+    config = getattr(model, "config", None)
+    return config.to_dict() if config is not None else None
