@@ -32,6 +32,7 @@ def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> None:
         "files",
         "uploads",
         "upload_parts",
+        "base_models",
     }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -85,3 +85,19 @@ class UploadPartRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_upload_parts_upload", "upload_id"),)
+
+
+class BaseModelRow(Base):
+    """A base model an operator registered (``catalog/registry.py``). Installation-wide, so it
+    carries no ``project_id``; the bundled model is built in and has no row."""
+
+    __tablename__ = "base_models"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)  # absolute folder or .gguf path, or a hub id
+    tasks: Mapped[list[str]] = mapped_column(JSON)
+    context_length: Mapped[int] = mapped_column(Integer)
+    lora_target_modules: Mapped[list[str]] = mapped_column(JSON)
+    lora_learning_rate: Mapped[float] = mapped_column(Float)
+    full_learning_rate: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[int] = mapped_column(BigInteger)
