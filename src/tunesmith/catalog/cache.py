@@ -1,0 +1,80 @@
+"""Folders in the model cache that are built once and then only read.
+
+A converted model is expensive to build (tens of seconds) and is read by every later job, by the
+server and by the worker, possibly at the same moment. So a folder is built in a private staging
+folder next to its final place, its files are flushed to disk, a marker is written last, and the
+staging folder is renamed into place in one ``os.replace``. A reader that finds the marker finds
+the whole folder; two processes racing on an empty cache both build, one rename wins, the other
+sees a complete folder, discards its own copy and uses the winner's. No lock file is needed,
+so nothing can be left holding one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+MARKER = "tunesmith-complete"
+"""Written last into a built folder: its presence means the folder is whole."""
+
+STALE_STAGING_SECONDS = 24 * 3600
+"""A staging folder this old belongs to a process that died mid-build; no build takes a day."""
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / MARKER).is_file()
+
+
+def staging_prefix(target: Path) -> str:
+    return f".{target.name}.staging-"
+
+
+def build_once(target: Path, build: Callable[[Path], None], *, stamp: str = "") -> Path:
+    """``target``, built by ``build(staging_folder)`` unless a complete one is already there.
+
+    ``stamp`` is written into the marker (what the folder was built from), for an operator who
+    wonders where a cached folder came from.
+    """
+    if is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_staging(target)
+    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), dir=target.parent))
+    try:
+        build(staging)
+        _flush_files(staging)
+        (staging / MARKER).write_text(stamp + "\n")
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not is_complete(target):  # not a lost race: something else is in the way
+                raise RuntimeError(
+                    f"{target} exists but is not a complete tunesmith build (no {MARKER} file); "
+                    "delete that folder and try again."
+                ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _flush_files(folder: Path) -> None:
+    """Reach the disk before the rename, so a power cut cannot leave a marked, truncated file."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _sweep_stale_staging(target: Path) -> None:
+    """Removes staging folders of ``target`` left by a process killed mid-build."""
+    cutoff = time.time() - STALE_STAGING_SECONDS
+    for path in target.parent.glob(staging_prefix(target) + "*"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+        except FileNotFoundError:  # another process swept it first
+            continue
