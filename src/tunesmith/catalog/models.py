@@ -1,0 +1,87 @@
+"""From a catalog entry to weights in memory: what the training engine and the serving engine use.
+
+:func:`materialize` gives every kind of source the same shape, a local Hugging Face folder
+(``config.json``, a tokenizer with its chat template, ``*.safetensors``), so everything downstream
+has one loading path. GGUF files, the bundled one included, are converted once into the model
+cache (see :mod:`tunesmith.catalog.conversion`, :mod:`tunesmith.catalog.cache`); local folders are
+used where they lie; hub ids are downloaded into the cache by ``huggingface_hub``.
+
+This module imports no database code: a job process gets a :class:`BaseModelSpec` from the
+registry once and needs nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import transformers
+
+from tunesmith.catalog.bundled import bundled_gguf, bundled_model_dir
+from tunesmith.catalog.cache import build_once
+from tunesmith.catalog.conversion import convert_gguf
+from tunesmith.catalog.sources import HUB_MODEL_FILES, hub_snapshot, source_kind
+from tunesmith.catalog.spec import BUNDLED, BaseModelSpec
+
+__all__ = ["BUNDLED", "BaseModelSpec", "load_causal_lm", "materialize"]
+
+
+def materialize(spec: BaseModelSpec, cache_dir: Path) -> Path:
+    """A local Hugging Face folder holding ``spec``'s model; converts or downloads it once.
+
+    ``cache_dir`` is ``Settings.model_cache_dir()``. A later call finds the folder and returns
+    at once; processes calling it at the same time all get the same complete folder.
+    """
+    kind = source_kind(spec.source)
+    if kind == "bundled":
+        gguf = bundled_gguf()
+        return _converted(gguf, bundled_model_dir(cache_dir))
+    if kind == "gguf":
+        gguf = Path(spec.source)
+        _require(gguf, spec)
+        return _converted(gguf, cache_dir / "gguf" / _gguf_folder_name(gguf))
+    if kind == "folder":
+        folder = Path(spec.source)
+        _require(folder / "config.json", spec)
+        return folder
+    return hub_snapshot(spec.source, cache_dir, HUB_MODEL_FILES)
+
+
+def load_causal_lm(
+    folder: Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> transformers.PreTrainedModel:
+    """The model in ``folder`` (from :func:`materialize`) with PyTorch's fused SDPA attention.
+
+    Tied weights stay tied (SmolLM2's ``lm_head`` is its ``embed_tokens``); the model is left in
+    whatever train/eval mode transformers gives it (eval), for the caller to choose.
+    """
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(folder), dtype=dtype, attn_implementation="sdpa"
+    )
+    # In place, as for any nn.Module; transformers' wrapper around ``to`` hides its signature.
+    model.to(device)  # type: ignore[arg-type]
+    return model
+
+
+def _converted(gguf: Path, target: Path) -> Path:
+    return build_once(target, lambda staging: convert_gguf(gguf, staging), stamp=str(gguf))
+
+
+def _gguf_folder_name(gguf: Path) -> str:
+    """Named after the file and keyed by its path, size and modification time, so a file replaced
+    in place is converted again instead of serving a stale copy."""
+    stat = gguf.stat()
+    key = f"{gguf}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
+    return f"{gguf.stem}-{hashlib.sha256(key).hexdigest()[:12]}"
+
+
+def _require(path: Path, spec: BaseModelSpec) -> None:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Base model {spec.id}: {path} is gone. Put it back, or remove the model from the "
+            "catalog and register it again from its new place."
+        )
