@@ -28,6 +28,15 @@ def toy_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_toy_model_dir(tmp_path_factory.mktemp("toy-model"))
 
 
+@pytest.fixture(scope="session")
+def bundled_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real SmolLM2-135M-Instruct, converted from its GGUF once per test session (about half
+    a minute) into a model cache of its own; its parent is that cache."""
+    from tunesmith.catalog.models import BUNDLED, materialize
+
+    return materialize(BUNDLED, tmp_path_factory.mktemp("model-cache"))
+
+
 @pytest.fixture
 def settings(tmp_path: Path, toy_model_dir: Path) -> Settings:
     return Settings(
