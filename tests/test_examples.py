@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.toy_model import build_toy_model_dir
 from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.examples import (
     IGNORE,
@@ -25,6 +26,7 @@ from tunesmith.data.rules import ChatUnit, TextUnit, check_example, reserved_pat
 
 END = "<|im_end|>"
 LIMIT = 256  # the toy model's context length
+TOOL_LIMIT = 4096  # the tool definitions take many of the toy tokenizer's short tokens
 
 Messages = list[dict[str, Any]]
 
@@ -263,8 +265,7 @@ def test_a_tool_result_is_context_and_the_final_answer_is_trained(
 ) -> None:
     obj = tool_example()
     unit = unit_of(chat_format, obj)
-    example = tokenize_unit(chat_format, unit, line=1, max_length=LIMIT)
-    assert list(example.input_ids) == template_ids(chat_format, obj["messages"], tools=TOOLS)
+    example = tokenize_unit(chat_format, unit, line=1, max_length=TOOL_LIMIT)
     assert_labels_copy_ids(example)
     text = chat_format.tokenizer.decode(list(example.input_ids))
     assert "<|im_start|>tool\nSunny, 24 degrees.<|im_end|>\n" in text
@@ -273,34 +274,52 @@ def test_a_tool_result_is_context_and_the_final_answer_is_trained(
     assert not any("Sunny" in run for run in runs)  # the tool's output is never a target
 
 
-def test_a_tool_call_without_content_is_refused_with_its_line(
-    chat_format: ChatFormat, tmp_path: Path
-) -> None:
-    # The toy (SmolLM2) template reads message['content'] unconditionally.
-    path = write_jsonl(
-        tmp_path / "tools.jsonl",
-        [chat(("user", "Hi"), ("assistant", "Hello.")), tool_example(call_content=None)],
-    )
-    with pytest.raises(ExampleError) as caught:
-        load_examples(path, chat_format, max_length=LIMIT)
-    assert (caught.value.line, caught.value.code) == (2, "template_render_failed")
-    assert "message 1 (assistant)" in caught.value.message
+def test_a_template_without_tool_support_gets_the_calls_as_text(chat_format: ChatFormat) -> None:
+    """The toy (SmolLM2) template prints only ``content``: the tools go into the system prompt and
+    each call into its assistant turn as a Hermes-style ``<tool_call>`` block, which is trained."""
+    assert not chat_format.renders_tool_calls and not chat_format.renders_tools
+    for content in ("", None):
+        example = tokenize_unit(
+            chat_format, unit_of(chat_format, tool_example(content)), line=1, max_length=TOOL_LIMIT
+        )
+        text = chat_format.tokenizer.decode(list(example.input_ids))
+        assert text.startswith("<|im_start|>system\nYou may call one or more functions")
+        assert '<tools>\n{"name": "get_weather"' in text
+        call_turn = decoded_runs(chat_format, example)[0]
+        assert call_turn == (
+            '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+            + END
+        )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the toy/SmolLM2 chat template ignores tool_calls and tools, so an assistant "
-    "tool-call turn renders as an empty answer and trains the model to reply with nothing "
-    "but <|im_end|>; tokenize_unit neither keeps the call nor refuses the example",
+TOOL_AWARE_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\nTOOLS:{% for t in tools %}{{ t.function.name }}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content or '' }}"
+    "{% for c in m.tool_calls or [] %}CALL {{ c.function.name }}({{ c.function.arguments }})"
+    "{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-def test_a_tool_call_turn_trains_on_the_call_or_is_refused(chat_format: ChatFormat) -> None:
-    unit = unit_of(chat_format, tool_example())
-    try:
-        example = tokenize_unit(chat_format, unit, line=1, max_length=LIMIT)
-    except ExampleError:
-        return  # refusing a conversation the template cannot express is acceptable
-    call_turn = decoded_runs(chat_format, example)[0]
-    assert "get_weather" in call_turn and "Paris" in call_turn, call_turn
+
+
+def test_a_template_with_tool_support_renders_calls_itself(tmp_path: Path) -> None:
+    folder = build_toy_model_dir(tmp_path, chat_template=TOOL_AWARE_TEMPLATE, with_weights=False)
+    aware = ChatFormat.from_dir(folder)
+    assert aware.renders_tool_calls and aware.renders_tools
+    example = tokenize_unit(aware, unit_of(aware, tool_example()), line=1, max_length=TOOL_LIMIT)
+    text = aware.tokenizer.decode(list(example.input_ids))
+    assert text.startswith("<|im_start|>system\nTOOLS:get_weather<|im_end|>")
+    assert "<tool_call>" not in text
+    assert decoded_runs(aware, example)[0] == 'CALL get_weather({"city": "Paris"})' + END
+
+
+def test_tools_join_an_existing_system_message(chat_format: ChatFormat) -> None:
+    obj = tool_example()
+    obj["messages"].insert(0, {"role": "system", "content": "Be brief."})
+    example = tokenize_unit(chat_format, unit_of(chat_format, obj), line=1, max_length=TOOL_LIMIT)
+    text = chat_format.tokenizer.decode(list(example.input_ids))
+    assert text.startswith("<|im_start|>system\nBe brief.\n\nYou may call one or more functions")
+    assert text.count("<|im_start|>system") == 1
 
 
 # -- truncation ----------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """A toy tokenizer and model config, built in seconds, for tests that must not touch SmolLM2.
 
 The tokenizer is a byte-level BPE with ChatML special tokens and SmolLM2's chat template, so
-rendering and masking behave like the real model's; the config describes a tiny Llama, saved with randomly initialised weights (seed 0)."""
+rendering and masking behave like the real model's; the config describes a tiny Llama, saved with
+randomly initialised weights (seed 0)."""
 
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from tunesmith.data.rules import ChatUnit, TextUnit
 from tunesmith.data.template_check import inserts_content_verbatim
+from tunesmith.data.tool_text import inline_tools
 
 # A placeholder that no real text contains; the padding whitespace exposes templates that trim.
 _SENTINEL = " \n\x1e{}\x1e\n "
@@ -101,6 +102,7 @@ class ChatFormat:
         self._splice = inserts_content_verbatim(template)
         self._skeletons: dict[tuple[str, ...], _Skeleton | None] = {}
         self._pieces = _PieceEncoder.for_tokenizer(tokenizer.backend_tokenizer)
+        self.renders_tool_calls, self.renders_tools = self._probe_tool_support()
 
     @classmethod
     def from_dir(cls, path: Path, name: str | None = None) -> ChatFormat:
@@ -129,6 +131,59 @@ class ChatFormat:
         trainable: Sequence[bool],
         *,
         tools: list[dict[str, Any]] | None = None,
+    ) -> Rendered:
+        inline_calls = not self.renders_tool_calls and any(
+            m.get("tool_calls") or m.get("function_call") for m in messages
+        )
+        if inline_calls or (tools and not self.renders_tools):
+            messages, inserted = inline_tools(
+                messages, None if self.renders_tools else tools, calls=inline_calls
+            )
+            tools = tools if self.renders_tools else None
+            try:
+                return self._render(messages, (False,) * inserted + tuple(trainable), tools)
+            except TemplateError as exc:
+                index = exc.message_index
+                raise TemplateError(
+                    exc.message, None if index is None else max(0, index - inserted)
+                ) from None
+        return self._render(messages, trainable, tools)
+
+    def prompt_text(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        """The text a model continues to answer ``messages`` (serving), tools as in training."""
+        inline_calls = not self.renders_tool_calls
+        if inline_calls or (tools and not self.renders_tools):
+            messages, _ = inline_tools(
+                messages, None if self.renders_tools else tools, calls=inline_calls
+            )
+            tools = tools if self.renders_tools else None
+        return self._template(messages, tools, prompt=True)
+
+    def _probe_tool_support(self) -> tuple[bool, bool]:
+        """Whether the template prints assistant tool calls, and the tools offered."""
+        marker = "tunesmith_probe_fn"
+        call = {"id": "call_0", "type": "function", "function": {"name": marker, "arguments": "{}"}}
+        tool = {"type": "function", "function": {"name": marker, "parameters": {}}}
+        user = {"role": "user", "content": "x"}
+        try:
+            calls = marker in self._template(
+                [user, {"role": "assistant", "content": "", "tool_calls": [call]}], None, False
+            )
+        except TemplateError:
+            calls = False
+        try:
+            tools = marker in self._template([user], [tool], prompt=True)
+        except TemplateError:
+            tools = False
+        return calls, tools
+
+    def _render(
+        self,
+        messages: list[dict[str, Any]],
+        trainable: Sequence[bool],
+        tools: list[dict[str, Any]] | None,
     ) -> Rendered:
         spliceable = (
             self._splice

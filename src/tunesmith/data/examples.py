@@ -45,7 +45,8 @@ class TokenizedExample:
 
     @property
     def n_trained(self) -> int:
-        return sum(1 for label in self.labels if label != IGNORE)
+        """Tokens that carry loss; the first token has no predecessor to predict it from."""
+        return sum(1 for label in self.labels[1:] if label != IGNORE)
 
 
 def tokenize_unit(
@@ -62,7 +63,7 @@ def tokenize_unit(
     for trained in ChatFormat.trained_token_ranges(encoding, rendered.spans):
         for i in trained:
             labels[i] = ids[i]
-    if not any(label != IGNORE for label in labels):
+    if not any(label != IGNORE for label in labels[1:]):
         raise ExampleError(
             line,
             "nothing_to_train",

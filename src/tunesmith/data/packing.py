@@ -2,8 +2,9 @@
 
 The examples of one optimizer step are laid end to end in rows of at most ``row_length`` tokens
 (first-fit decreasing, which leaves rows nearly full). Inside a row each example's position ids
-restart at 0; given position ids and no attention mask, the model attends only within the run of
-positions that count up by one, so packed examples never see each other (the "cross-contamination"
+restart at 0; given position ids, no attention mask and no cache (``use_cache=False``: with a
+cache transformers ignores the layout), the model attends only within each run of positions that
+count up by one, so packed examples never see each other (the "cross-contamination"
 that naive concatenation causes). Rows are grouped into micro-batches of at most
 ``tokens_per_micro_batch`` tokens (padded rows included), padded only to the longest row.
 
