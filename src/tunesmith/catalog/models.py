@@ -45,7 +45,13 @@ def materialize(spec: BaseModelSpec, cache_dir: Path) -> Path:
         folder = Path(spec.source)
         _require(folder / "config.json", spec)
         return folder
-    return hub_snapshot(spec.source, cache_dir, HUB_MODEL_FILES)
+    folder = hub_snapshot(spec.source, cache_dir, HUB_MODEL_FILES)
+    if not any(folder.glob("*.safetensors")):
+        raise FileNotFoundError(
+            f"Base model {spec.id}: {spec.source} on the Hugging Face Hub has no *.safetensors "
+            "weights; convert it with `save_pretrained` and register the folder by path."
+        )
+    return folder
 
 
 def load_causal_lm(
