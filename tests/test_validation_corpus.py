@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.toy_model import CHATML_TEMPLATE, build_toy_model_dir
 from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.issues import Issue
 from tunesmith.data.jsonl import JsonlFormatError
@@ -82,9 +83,20 @@ _SAYS_WHAT_TO_DO = re.compile(
 )
 
 
+# Like many real templates, the corpus model's refuses a role it does not know.
+STRICT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'function' %}"
+    "{{ raise_exception('function messages are not supported') }}{% endif %}{% endfor %}"
+    + CHATML_TEMPLATE
+)
+
+
 @pytest.fixture(scope="module")
-def chat_format(toy_model_dir: Path) -> ChatFormat:
-    return ChatFormat.from_dir(toy_model_dir)
+def chat_format(tmp_path_factory: pytest.TempPathFactory) -> ChatFormat:
+    folder = tmp_path_factory.mktemp("strict-toy")
+    return ChatFormat.from_dir(
+        build_toy_model_dir(folder, chat_template=STRICT_TEMPLATE, with_weights=False)
+    )
 
 
 def _where(issue: Issue) -> dict[str, Any]:
