@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -327,38 +327,41 @@ def _pad_id(chat_format: ChatFormat) -> int:
 def _load_model(
     base_model_dir: Path, config: ResolvedConfig, device: torch.device, resume_from: Path | None
 ) -> nn.Module:
-    """The model to train, in fp32, with adapters or every weight trainable."""
-    from transformers import AutoModelForCausalLM
+    """The model to train: adapters on a frozen base, or every weight trainable.
 
-    source = base_model_dir
-    if resume_from is not None and config.strategy == "full":
-        source = resume_from  # the checkpoint holds every weight
-    model: Any = AutoModelForCausalLM.from_pretrained(
-        str(source), dtype=torch.float32, attn_implementation="sdpa"
-    )
-    model.to(device)
-    if config.strategy == "lora":
-        apply_lora(
-            model,
-            config.target_modules,
-            rank=config.lora_rank,
-            alpha=config.lora_alpha,
-            dropout=config.lora_dropout,
-        )
-        if resume_from is not None:
-            _, weights = read_adapter(resume_from)
-            load_lora_state_dict(model, weights)
-    else:
-        model.requires_grad_(True)
+    Trained weights are always fp32 (the master copy the optimizer updates). With LoRA under bf16
+    the frozen base is stored in bf16 too: it never changes, so fp32 would only double its memory
+    and cost a cast of every weight on every forward pass.
+    """
+    from tunesmith.catalog.models import load_causal_lm
+
     if resume_from is not None:
-        manifest = read_manifest(resume_from)
-        if manifest["kind"] != config.strategy:
+        kind = read_manifest(resume_from)["kind"]
+        if kind != config.strategy:
             raise ValueError(
-                f"checkpoint {resume_from.name} was trained with {manifest['kind']}, "
-                f"not {config.strategy}"
+                f"checkpoint {resume_from.name} was trained with {kind}, not {config.strategy}"
             )
-    nn_model: nn.Module = model
-    return nn_model
+    source = resume_from if resume_from is not None and config.strategy == "full" else None
+    frozen_bf16 = config.strategy == "lora" and config.precision == "bf16"
+    model: nn.Module = load_causal_lm(
+        source or base_model_dir,
+        dtype=torch.bfloat16 if frozen_bf16 else torch.float32,
+        device=device,
+    )
+    if config.strategy == "full":
+        model.requires_grad_(True)
+        return model
+    apply_lora(
+        model,
+        config.target_modules,
+        rank=config.lora_rank,
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+    )
+    if resume_from is not None:
+        _, weights = read_adapter(resume_from)
+        load_lora_state_dict(model, weights)
+    return model
 
 
 def _optimizer(model: nn.Module, config: ResolvedConfig) -> torch.optim.Optimizer:

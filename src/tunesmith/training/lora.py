@@ -42,11 +42,11 @@ class LoraLinear(nn.Module):
         self.dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        update: torch.Tensor = self.lora_B(
-            self.lora_A(self.dropout(x.to(self.lora_A.weight.dtype)))
-        )
         base: torch.Tensor = self.base_layer(x)
-        return base + (update * self.scaling).to(x.dtype)
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(self.lora_A.weight.dtype)  # under autocast the matmuls pick their own dtype
+        update: torch.Tensor = self.lora_B(self.lora_A(self.dropout(x)))
+        return base + (update * self.scaling).to(base.dtype)
 
     def merged_weight(self) -> torch.Tensor:
         delta = (self.lora_B.weight.float() @ self.lora_A.weight.float()) * self.scaling
