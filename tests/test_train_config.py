@@ -253,15 +253,19 @@ def test_max_seq_length_is_capped_at_the_context() -> None:
 
 
 @pytest.mark.parametrize(
-    ("precision", "device_type", "resolved"),
+    ("precision", "device_type", "amx", "resolved"),
     [
-        ("auto", "cpu", "fp32"),
-        ("auto", "cuda", "bf16"),
-        ("fp32", "cuda", "fp32"),
-        ("bf16", "cpu", "bf16"),
+        ("auto", "cpu", False, "fp32"),  # bf16 autocast is slower than fp32 without AMX
+        ("auto", "cpu", True, "bf16"),
+        ("auto", "cuda", False, "bf16"),
+        ("fp32", "cuda", False, "fp32"),
+        ("bf16", "cpu", False, "bf16"),
     ],
 )
-def test_precision(precision: Any, device_type: str, resolved: str) -> None:
+def test_precision(
+    precision: Any, device_type: str, amx: bool, resolved: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tunesmith.training.config.cpu_has_amx", lambda: amx)
     config = TrainConfig(precision=precision)
     assert resolve(config, device_type=device_type).precision == resolved
 

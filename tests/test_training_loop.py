@@ -315,3 +315,17 @@ def test_a_misnamed_target_module_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match=r"'qkv' matches no linear layer.*q_proj"):
         run(toy_model_dir, toy_format, examples, tmp_path, resolved(target_modules=("qkv",)))
+
+
+def test_truncated_examples_are_reported_and_overlong_ones_refused(
+    toy_model_dir: Path, toy_format: ChatFormat, examples: list[TokenizedExample], tmp_path: Path
+) -> None:
+    cut = [
+        TokenizedExample(e.line, e.input_ids[:30], e.labels[:30], truncated=True)
+        for e in examples[:2]
+    ]
+    _, recorder = run(toy_model_dir, toy_format, cut + examples[2:], tmp_path / "a", resolved())
+    assert "2 training example(s) were longer than 256 tokens" in recorder.messages[0]
+    assert "(lines 1, 2)" in recorder.messages[0]
+    with pytest.raises(ValueError, match="over max_seq_length 32"):
+        run(toy_model_dir, toy_format, examples, tmp_path / "b", resolved(max_seq_length=32))

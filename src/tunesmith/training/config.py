@@ -12,9 +12,11 @@ loop runs and what the job reports back as its hyperparameters.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, Literal
 
 from tunesmith.errors import InvalidRequest
@@ -49,6 +51,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 42
     precision: Precision = "auto"
+    """bf16 autocast or plain fp32; "auto" is bf16 on CUDA and on CPUs with AMX, else fp32."""
     tokens_per_micro_batch: int | Auto = "auto"
     """How many tokens (padding included) one forward pass holds; bounds activation memory."""
     eval_interval: int | Auto = "auto"
@@ -128,7 +131,7 @@ class TrainConfig:
             else min(self.max_seq_length, context_length)
         )
         precision: Literal["fp32", "bf16"] = (
-            ("bf16" if device_type == "cuda" else "fp32")
+            ("bf16" if device_type == "cuda" or cpu_has_amx() else "fp32")
             if self.precision == "auto"
             else self.precision
         )
@@ -209,6 +212,19 @@ class ResolvedConfig:
     @property
     def warmup_steps(self) -> int:
         return math.ceil(self.warmup_ratio * self.total_steps)
+
+
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether the CPU multiplies bf16 matrices in hardware (Intel AMX).
+
+    Only then does bf16 autocast pay on a CPU: measured on AVX-512-BF16 without AMX, a LoRA step
+    of SmolLM2-135M ran at 0.63x the speed of fp32 (the conversions cost more than they save).
+    """
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
 
 
 def auto_batch_size(n_examples: int) -> int:

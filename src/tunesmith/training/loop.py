@@ -111,6 +111,20 @@ def train(
     """Trains and checkpoints into ``output_dir``; see the module docstring."""
     reporter = reporter or NullReporter()
     device = torch.device(device)
+    longest = max((len(e.input_ids) for e in [*train_examples, *valid_examples]), default=0)
+    if longest > config.max_seq_length:
+        raise ValueError(
+            f"an example has {longest} tokens, over max_seq_length {config.max_seq_length}: "
+            "tokenise with max_length=config.max_seq_length"
+        )
+    cut = [e.line for e in train_examples if e.truncated]
+    if cut and resume_from is None:
+        shown = ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else "")
+        reporter.on_message(
+            "warning",
+            f"{len(cut)} training example(s) were longer than {config.max_seq_length} tokens and "
+            f"were cut from the end (lines {shown}); the loss covers only what was kept.",
+        )
     checkpoints_dir = output_dir / CHECKPOINTS
     output_dir.mkdir(parents=True, exist_ok=True)
     pad_id = _pad_id(chat_format)
