@@ -19,8 +19,9 @@ from transformers import PreTrainedTokenizerFast
 from tests.helpers import jsonl
 from tests.toy_model import CHATML_TEMPLATE, SPECIAL
 from tunesmith.data import validate
-from tunesmith.data.chat_format import ChatFormat, Rendered, _PieceEncoder, _probe_texts
+from tunesmith.data.chat_format import ChatFormat, Rendered
 from tunesmith.data.rules import TextUnit
+from tunesmith.data.token_spans import PieceEncoder, probe_texts
 from tunesmith.data.validate import validate_file
 
 SYSTEM = "You are a careful assistant. Answer in one sentence."
@@ -153,9 +154,9 @@ def test_a_tokenizer_that_treats_the_first_piece_apart_gets_whole_texts(
 
 def test_the_probe_catches_what_the_configuration_check_misses() -> None:
     backend = _metaspace_tokenizer("first").backend_tokenizer
-    forced = _PieceEncoder(backend, re.compile(r"<\|im_start\|>|<\|im_end\|>"))
-    assert not forced._exact(_probe_texts(["<|im_start|>", "<|im_end|>"]))
+    forced = PieceEncoder(backend, re.compile(r"<\|im_start\|>|<\|im_end\|>"))
+    assert not forced._exact(probe_texts(["<|im_start|>", "<|im_end|>"]))
     # a special token that strips the whitespace beside it does not split texts either
     stripping = _metaspace_tokenizer("always", lstrip=True).backend_tokenizer
-    forced = _PieceEncoder(stripping, re.compile(r"<\|im_start\|>|<\|im_end\|>"))
-    assert not forced._exact(_probe_texts(["<|im_start|>", "<|im_end|>"]))
+    forced = PieceEncoder(stripping, re.compile(r"<\|im_start\|>|<\|im_end\|>"))
+    assert not forced._exact(probe_texts(["<|im_start|>", "<|im_end|>"]))
