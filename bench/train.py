@@ -173,7 +173,6 @@ def held_out_loss(model: Any, model_dir: Path, args: argparse.Namespace) -> floa
 
 
 def run_tunesmith(args: argparse.Namespace, model_dir: Path, data: Path) -> dict[str, Any]:
-    import torch
 
     from tunesmith.data.chat_format import ChatFormat
     from tunesmith.data.examples import load_examples
@@ -181,7 +180,6 @@ def run_tunesmith(args: argparse.Namespace, model_dir: Path, data: Path) -> dict
     from tunesmith.training.export import load_checkpoint_model
     from tunesmith.training.loop import train
 
-    torch.set_num_threads(torch.get_num_threads())
     chat_format = ChatFormat.from_dir(model_dir)
     examples = load_examples(data, chat_format, max_length=args.max_length)
     config = TrainConfig(
@@ -334,9 +332,7 @@ def run_trl(args: argparse.Namespace, model_dir: Path, data: Path) -> dict[str, 
 # -- the comparison -----------------------------------------------------------------------------
 
 
-def summarise(
-    name: str, raw: dict[str, Any], args: argparse.Namespace, model_dir: Path
-) -> dict[str, Any]:
+def summarise(raw: dict[str, Any], args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
     quarter = max(1, len(raw["losses"]) // 4)
     figures = {
         "tokens_per_s": raw["tokens"] / raw["seconds"],
@@ -365,7 +361,7 @@ def worker(args: argparse.Namespace) -> None:
     model_dir, data = Path(args.model_dir), Path(args.data)
     run = run_tunesmith if args.worker == "tunesmith" else run_trl
     raw = run(args, model_dir, data)
-    print(json.dumps(summarise(args.worker, raw, args, model_dir) | {"losses": raw["losses"]}))
+    print(json.dumps(summarise(raw, args, model_dir) | {"losses": raw["losses"]}))
 
 
 def main() -> None:

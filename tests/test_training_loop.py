@@ -18,7 +18,7 @@ from tunesmith.data.examples import IGNORE, TokenizedExample, load_examples
 from tunesmith.training.checkpoint import MANIFEST, read_manifest
 from tunesmith.training.config import ResolvedConfig, TrainConfig
 from tunesmith.training.export import export_merged, load_checkpoint_model
-from tunesmith.training.loop import RESULTS, TrainResult, train
+from tunesmith.training.loop import RESULTS, TrainResult, _pack, train
 from tunesmith.training.metrics import RESULTS_COLUMNS, CheckpointInfo, StepMetrics, StopRequest
 
 N_EXAMPLES = 12
@@ -166,11 +166,11 @@ def test_micro_batching_does_not_change_the_step(
 ) -> None:
     """The loss is normalised by the trained tokens of the whole step, so splitting a step into
     many micro-batches (gradient accumulation) gives the same training."""
-    whole, _ = run(toy_model_dir, toy_format, examples, tmp_path / "a", resolved())
-    _, one = run(toy_model_dir, toy_format, examples, tmp_path / "a2", resolved())
-    _, split = run(
-        toy_model_dir, toy_format, examples, tmp_path / "b", resolved(tokens_per_micro_batch=64)
-    )
+    small = resolved(tokens_per_micro_batch=64)
+    assert len(_pack(examples[:4], small, pad_id=0)) == 4  # one example per forward pass
+    assert len(_pack(examples[:4], resolved(), pad_id=0)) == 1
+    whole, one = run(toy_model_dir, toy_format, examples, tmp_path / "a", resolved())
+    _, split = run(toy_model_dir, toy_format, examples, tmp_path / "b", small)
     assert whole.steps == 9
     assert [m.train_loss for m in split.steps] == pytest.approx(
         [m.train_loss for m in one.steps], rel=1e-4
@@ -216,6 +216,42 @@ def test_resume_continues_exactly(
     assert losses(before) + losses(after) == losses(straight)
     with (out / RESULTS).open() as f, (tmp_path / "straight" / RESULTS).open() as g:
         assert f.read() == g.read()
+
+
+def test_resuming_from_an_older_checkpoint_rewrites_the_later_ones(
+    toy_model_dir: Path, toy_format: ChatFormat, examples: list[TokenizedExample], tmp_path: Path
+) -> None:
+    """A worker that lost newer checkpoints' bookkeeping may resume from an older one: the steps
+    it saved before are saved again, each replaced whole, and the run ends as it did first."""
+    config = resolved(n_epochs=4, batch_size=5)
+    first, before = run(toy_model_dir, toy_format, examples, tmp_path, config)
+    assert [p.name for p in first.checkpoints] == ["ckpt-step-6", "ckpt-step-9", "ckpt-step-12"]
+    again, after = run(
+        toy_model_dir, toy_format, examples, tmp_path, config, resume_from=first.checkpoints[0]
+    )
+    assert losses(after) == losses(before)[6:]
+    assert [p.name for p in again.checkpoints] == [p.name for p in first.checkpoints]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "ckpt-step-12",
+        "ckpt-step-6",
+        "ckpt-step-9",
+    ]  # nothing left aside
+
+
+def test_resuming_with_the_other_strategy_is_refused(
+    toy_model_dir: Path, toy_format: ChatFormat, examples: list[TokenizedExample], tmp_path: Path
+) -> None:
+    result, _ = run(toy_model_dir, toy_format, examples, tmp_path / "a", resolved())
+    assert result.final_checkpoint is not None
+    with pytest.raises(ValueError, match=r"holds a lora run.*resume with strategy 'lora'"):
+        run(
+            toy_model_dir,
+            toy_format,
+            examples,
+            tmp_path / "b",
+            resolved(strategy="full"),
+            resume_from=result.final_checkpoint,
+        )
 
 
 def test_cancel_stops_at_once_without_a_checkpoint(

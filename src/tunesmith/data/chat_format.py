@@ -127,34 +127,41 @@ class ChatFormat:
         *,
         tools: list[dict[str, Any]] | None = None,
     ) -> Rendered:
-        inline_calls = not self.renders_tool_calls and any(
-            m.get("tool_calls") or m.get("function_call") for m in messages
-        )
-        if inline_calls or (tools and not self.renders_tools):
-            messages, inserted = inline_tools(
-                messages, None if self.renders_tools else tools, calls=inline_calls
-            )
-            tools = tools if self.renders_tools else None
-            try:
-                return self._render(messages, (False,) * inserted + tuple(trainable), tools)
-            except TemplateError as exc:
-                index = exc.message_index
-                raise TemplateError(
-                    exc.message, None if index is None else max(0, index - inserted)
-                ) from None
-        return self._render(messages, trainable, tools)
+        messages, tools, inserted = self._as_template_sees_them(messages, tools)
+        if not inserted:
+            return self._render(messages, trainable, tools)
+        try:
+            return self._render(messages, (False,) * inserted + tuple(trainable), tools)
+        except TemplateError as exc:
+            index = exc.message_index
+            raise TemplateError(
+                exc.message, None if index is None else max(0, index - inserted)
+            ) from None
 
     def prompt_text(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
     ) -> str:
         """The text a model continues to answer ``messages`` (serving), tools as in training."""
-        inline_calls = not self.renders_tool_calls
-        if inline_calls or (tools and not self.renders_tools):
-            messages, _ = inline_tools(
-                messages, None if self.renders_tools else tools, calls=inline_calls
-            )
-            tools = tools if self.renders_tools else None
+        messages, tools, _ = self._as_template_sees_them(messages, tools)
         return self._template(messages, tools, prompt=True)
+
+    def _as_template_sees_them(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, int]:
+        """Tool calls and tools written as text where the template would drop them.
+
+        Returns the messages, the tools still to pass to the template, and how many messages
+        were inserted at the front (a system message holding the tools).
+        """
+        inline_calls = not self.renders_tool_calls and any(
+            m.get("tool_calls") or m.get("function_call") for m in messages
+        )
+        if not inline_calls and not (tools and not self.renders_tools):
+            return messages, tools, 0
+        messages, inserted = inline_tools(
+            messages, None if self.renders_tools else tools, calls=inline_calls
+        )
+        return messages, tools if self.renders_tools else None, inserted
 
     def _probe_tool_support(self) -> tuple[bool, bool]:
         """Whether the template prints assistant tool calls, and the tools offered."""

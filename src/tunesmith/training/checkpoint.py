@@ -92,11 +92,15 @@ def save_checkpoint(
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         torch.save(trainer_state, staging / TRAINER_STATE)
-        if target.exists():  # a pause checkpoint at the same step, rewritten
-            shutil.rmtree(target)
+        # A run resumed from an older checkpoint reaches steps it had saved before: the old
+        # folder is moved aside (a rename) rather than deleted before the new one is in place.
+        replaced = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=root))
+        if target.exists():
+            os.replace(target, replaced / target.name)
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(replaced, ignore_errors=True)
     return target
 
 

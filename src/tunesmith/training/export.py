@@ -31,13 +31,13 @@ def load_checkpoint_model(
 
     ``base_model_dir`` overrides the base folder recorded in the checkpoint (data moved).
     """
-    from transformers import AutoModelForCausalLM
+    from tunesmith.catalog.models import load_causal_lm
 
     manifest = read_manifest(checkpoint)
     if manifest["kind"] == "full":
-        return AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=dtype)
+        return load_causal_lm(checkpoint, dtype=dtype)
     base = base_model_dir or Path(manifest["base_model_path"])
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype)
+    model = load_causal_lm(base, dtype=dtype)
     config, weights = read_adapter(checkpoint)
     apply_lora(
         model,

@@ -353,7 +353,8 @@ def _load_model(
         kind = read_manifest(resume_from)["kind"]
         if kind != config.strategy:
             raise ValueError(
-                f"checkpoint {resume_from.name} was trained with {kind}, not {config.strategy}"
+                f"checkpoint {resume_from.name} holds a {kind} run but the configuration asks "
+                f"for strategy {config.strategy!r}; resume with strategy {kind!r}"
             )
     source = resume_from if resume_from is not None and config.strategy == "full" else None
     frozen_bf16 = config.strategy == "lora" and config.precision == "bf16"
