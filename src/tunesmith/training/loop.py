@@ -38,6 +38,7 @@ from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.examples import IGNORE, TokenizedExample
 from tunesmith.data.packing import MicroBatch, pack
 from tunesmith.training.checkpoint import (
+    MANIFEST,
     list_checkpoints,
     load_trainer_state,
     prune_checkpoints,
@@ -106,9 +107,13 @@ def train(
     reporter: Reporter | None = None,
     should_stop: Callable[[], StopRequest | None] | None = None,
     resume_from: Path | None = None,
+    initial_adapter: Path | None = None,
     device: str | torch.device = "cpu",
 ) -> TrainResult:
-    """Trains and checkpoints into ``output_dir``; see the module docstring."""
+    """Trains and checkpoints into ``output_dir``; see the module docstring.
+
+    ``initial_adapter`` starts LoRA from a trained adapter of the same shape (continued
+    fine-tuning) instead of from zero; ``resume_from`` takes precedence over it."""
     reporter = reporter or NullReporter()
     device = torch.device(device)
     longest = max((len(e.input_ids) for e in [*train_examples, *valid_examples]), default=0)
@@ -131,7 +136,7 @@ def train(
 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    model = _load_model(base_model_dir, config, device, resume_from)
+    model = _load_model(base_model_dir, config, device, resume_from or initial_adapter)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(model, config)
 
@@ -339,9 +344,10 @@ def _pad_id(chat_format: ChatFormat) -> int:
 
 
 def _load_model(
-    base_model_dir: Path, config: ResolvedConfig, device: torch.device, resume_from: Path | None
+    base_model_dir: Path, config: ResolvedConfig, device: torch.device, start_from: Path | None
 ) -> nn.Module:
-    """The model to train: adapters on a frozen base, or every weight trainable.
+    """The model to train: adapters on a frozen base, or every weight trainable. ``start_from``
+    (a checkpoint, or an adapter folder for LoRA) supplies the weights trained so far.
 
     Trained weights are always fp32 (the master copy the optimizer updates). With LoRA under bf16
     the frozen base is stored in bf16 too: it never changes, so fp32 would only double its memory
@@ -349,14 +355,14 @@ def _load_model(
     """
     from tunesmith.catalog.models import load_causal_lm
 
-    if resume_from is not None:
-        kind = read_manifest(resume_from)["kind"]
+    if start_from is not None and (start_from / MANIFEST).exists():
+        kind = read_manifest(start_from)["kind"]
         if kind != config.strategy:
             raise ValueError(
-                f"checkpoint {resume_from.name} holds a {kind} run but the configuration asks "
+                f"checkpoint {start_from.name} holds a {kind} run but the configuration asks "
                 f"for strategy {config.strategy!r}; resume with strategy {kind!r}"
             )
-    source = resume_from if resume_from is not None and config.strategy == "full" else None
+    source = start_from if start_from is not None and config.strategy == "full" else None
     frozen_bf16 = config.strategy == "lora" and config.precision == "bf16"
     model: nn.Module = load_causal_lm(
         source or base_model_dir,
@@ -373,8 +379,8 @@ def _load_model(
         alpha=config.lora_alpha,
         dropout=config.lora_dropout,
     )
-    if resume_from is not None:
-        _, weights = read_adapter(resume_from)
+    if start_from is not None:
+        _, weights = read_adapter(start_from)
         load_lora_state_dict(model, weights)
     return model
 
