@@ -46,6 +46,7 @@ def settings(tmp_path: Path, toy_model_dir: Path) -> Settings:
         max_file_bytes=4 * 1024 * 1024,
         max_part_bytes=1024 * 1024,
         max_upload_bytes=16 * 1024 * 1024,
+        embedded_worker=False,  # no job processes for tests that run no jobs
     )
 
 
@@ -92,3 +93,59 @@ def live(settings: Settings) -> Iterator[LiveServer]:
 @pytest.fixture
 def client(live: LiveServer) -> openai.OpenAI:
     return live.client()
+
+
+TOY_BASE = "toy-llama"
+"""The toy model, registered in the catalog of every ``jobs_live`` server."""
+
+
+def jobs_settings_for(home: Path, toy_model_dir: Path, **overrides: object) -> Settings:
+    """Settings for a server that trains: a fast-polling worker and short leases."""
+    values: dict[str, object] = {
+        "home": home,
+        "admin_key": ADMIN_KEY,
+        "validation_model_dir": toy_model_dir,
+        "worker_poll_seconds": 0.05,
+        "job_lease_seconds": 3.0,
+        "job_stop_grace_seconds": 20.0,
+        "device": "cpu",
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def register_toy_base(app: FastAPI, toy_model_dir: Path) -> None:
+    from tunesmith.catalog.registry import register_base_model
+    from tunesmith.store.db import transaction
+
+    settings = app.state.runtime.settings
+    with transaction(app.state.runtime.sessions) as session:
+        register_base_model(
+            session,
+            model_id=TOY_BASE,
+            source=str(toy_model_dir),
+            cache_dir=settings.model_cache_dir(),
+            now=int(time.time()),
+        )
+
+
+@pytest.fixture
+def jobs_settings(tmp_path: Path, toy_model_dir: Path) -> Settings:
+    return jobs_settings_for(tmp_path / "home", toy_model_dir)
+
+
+@pytest.fixture
+def jobs_live(jobs_settings: Settings, toy_model_dir: Path) -> Iterator[LiveServer]:
+    """A live server with an embedded worker and the toy model in its catalog."""
+    app = create_app(jobs_settings)
+    register_toy_base(app, toy_model_dir)
+    yield from run_live(app, jobs_settings)
+
+
+@pytest.fixture
+def jobs_api(tmp_path: Path, toy_model_dir: Path) -> Iterator[LiveServer]:
+    """Like ``jobs_live`` without a worker: for requests that must be refused."""
+    settings = jobs_settings_for(tmp_path / "home", toy_model_dir, embedded_worker=False)
+    app = create_app(settings)
+    register_toy_base(app, toy_model_dir)
+    yield from run_live(app, settings)

@@ -22,3 +22,33 @@ def jsonl(rows: list[dict[str, Any]]) -> bytes:
 
 def training_file(n: int = 12) -> bytes:
     return jsonl([chat_example(i) for i in range(n)])
+
+
+def wait_for_job(client: Any, job_id: str, statuses: set[str], *, timeout: float = 120.0) -> Any:
+    """Polls a job until its status is one of ``statuses``; fails on a timeout or on reaching
+    another final status."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    final = {"succeeded", "failed", "cancelled"}
+    while True:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        if job.status in final:
+            raise AssertionError(f"job {job_id} ended {job.status} ({job.error}), not {statuses}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job.status} after {timeout} s")
+        time.sleep(0.05)
+
+
+def all_events(client: Any, job_id: str) -> list[Any]:
+    """Every event of a job, oldest first (the API pages newest first)."""
+    events: list[Any] = []
+    after = None
+    while True:
+        page = client.fine_tuning.jobs.list_events(job_id, limit=100, after=after)
+        events.extend(page.data)
+        if not page.has_more:
+            return list(reversed(events))
+        after = page.data[-1].id

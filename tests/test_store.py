@@ -33,6 +33,13 @@ def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> None:
         "uploads",
         "upload_parts",
         "base_models",
+        "jobs",
+        "job_events",
+        "job_checkpoints",
+        "models",
+        "model_names",
+        "webhooks",
+        "webhook_deliveries",
     }
 
 

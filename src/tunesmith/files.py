@@ -21,10 +21,11 @@ from tunesmith.data.jsonl import JsonlFormatError
 from tunesmith.data.validate import ValidationReport
 from tunesmith.errors import InvalidRequest, NotFound
 from tunesmith.ids import new_id
+from tunesmith.jobs.states import ACTIVE
 from tunesmith.protocol.files import UPLOADABLE_PURPOSES, FileObject, FileValidation
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.pagination import page
-from tunesmith.store.tables import FileRow
+from tunesmith.store.tables import FileRow, JobRow
 
 Validator = Callable[[Path], ValidationReport]
 """Validates a training file on disk (bound to a tokenizer by the app)."""
@@ -186,10 +187,23 @@ def delete_file(session: Session, blobs: BlobStore, row: FileRow) -> None:
 
 def expire_files(session: Session, *, now: int) -> list[str]:
     """Deletes the rows of expired files and returns their ids; the caller removes their bytes
-    once the transaction has committed."""
+    once the transaction has committed. A file an unfinished job still reads waits for it."""
+    in_use = (
+        select(JobRow.training_file)
+        .where(JobRow.status.in_(ACTIVE))
+        .union(
+            select(JobRow.validation_file).where(
+                JobRow.status.in_(ACTIVE), JobRow.validation_file.is_not(None)
+            )
+        )
+    )
     ids = list(
         session.scalars(
-            select(FileRow.id).where(FileRow.expires_at.is_not(None), FileRow.expires_at <= now)
+            select(FileRow.id).where(
+                FileRow.expires_at.is_not(None),
+                FileRow.expires_at <= now,
+                FileRow.id.not_in(in_use.scalar_subquery()),
+            )
         )
     )
     if ids:

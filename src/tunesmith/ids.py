@@ -15,7 +15,19 @@ from typing import Literal
 _TIME_DIGITS = string.digits + string.ascii_lowercase  # ASCII order == collation order
 _RANDOM = string.ascii_letters + string.digits
 
-Prefix = Literal["file-", "upload_", "part_", "proj_", "key_", "ftjob-", "ftevent-", "ftckpt_"]
+Prefix = Literal[
+    "file-",
+    "upload_",
+    "part_",
+    "proj_",
+    "key_",
+    "ftjob-",
+    "ftevent-",
+    "ftckpt_",
+    "wh_",
+    "evt_",
+    "whd_",
+]
 
 
 def _base36(value: int, width: int) -> str:

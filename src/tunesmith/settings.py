@@ -7,6 +7,7 @@ nothing reads the environment anywhere else. Every field maps to a ``TUNESMITH_*
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,45 @@ class Settings(BaseSettings):
     expiry_sweep_seconds: float = Field(default=60.0, gt=0)
     """How often the server removes expired files and uploads."""
 
+    embedded_worker: bool = True
+    """``tunesmith serve`` runs a job worker in the server; turn off when workers run apart."""
+
+    worker_slots: int = Field(default=1, ge=1, le=64)
+    """Jobs one worker trains at once; 1 on a CPU machine, where one job uses every core."""
+
+    worker_warm_spare: bool = True
+    """Keep one job process started ahead of need (torch imported, ~0.4 GB while idle), so a job's
+    first step comes about three seconds sooner."""
+
+    worker_poll_seconds: float = Field(default=0.5, gt=0)
+    """How often a worker looks for new jobs and for cancel/pause requests."""
+
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    """A worker renews its claim on a job this often (well within); a job whose worker stopped
+    renewing for this long is claimed again and resumes from its last checkpoint."""
+
+    job_max_restarts: int = Field(default=3, ge=0)
+    """How often a job whose process died is resumed before it is failed."""
+
+    job_stop_grace_seconds: float = Field(default=60.0, gt=0)
+    """On shutdown a worker asks its jobs to checkpoint and waits this long before killing them."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where jobs train: "auto" is CUDA when a GPU is visible, else the CPU."""
+
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    """Attempts to deliver one webhook event before it is marked failed."""
+
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    """Wait before the first retry of a webhook; each later retry waits twice as long (capped at
+    an hour), so the defaults retry for about ten minutes."""
+
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    """How long a webhook receiver may take to connect and answer before the attempt fails."""
+
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    """How often the server looks for webhook deliveries that are due."""
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -69,3 +109,11 @@ class Settings(BaseSettings):
 
     def admin_key_path(self) -> Path:
         return self.home / "admin.key"
+
+    def job_dir(self, job_id: str) -> Path:
+        """A job's working folder: ``checkpoints/``, ``results.csv``, ``process.log``."""
+        return self.home / "jobs" / job_id
+
+    def fine_tuned_dir(self, job_id: str) -> Path:
+        """The fine-tuned model a job produced (adapter or full weights, tokenizer, manifest)."""
+        return self.home / "fine-tuned" / job_id

@@ -10,22 +10,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from tunesmith import __version__, housekeeping
 from tunesmith.api.deps import Runtime
 from tunesmith.api.errors import install_error_handlers
-from tunesmith.api.routes import files, health, projects, uploads
+from tunesmith.api.routes import files, health, jobs, models, projects, uploads, webhooks
 from tunesmith.auth import bootstrap_admin_key, ensure_default_project, hash_key
+from tunesmith.jobs.worker import Worker
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine, make_session_factory, transaction
 from tunesmith.store.migrate import upgrade_to_head
 from tunesmith.validation import FileValidator
+from tunesmith.webhooks import deliver_due
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +47,14 @@ def create_app(settings: Settings) -> FastAPI:
             generated = bootstrap_admin_key(session, settings.admin_key_path(), now)
     admin = settings.admin_key.get_secret_value() if settings.admin_key else None
     validator = FileValidator(settings)
+    worker = Worker(settings, sessions) if settings.embedded_worker else None
     runtime = Runtime(
         settings=settings,
         sessions=sessions,
         blobs=BlobStore(settings.blob_dir()),
         validate=validator,
         admin_key_hash=hash_key(admin) if admin else None,
+        wake_worker=worker.wake if worker else lambda: None,
     )
 
     @contextlib.asynccontextmanager
@@ -56,12 +62,26 @@ def create_app(settings: Settings) -> FastAPI:
         # Load (and on first start convert) the tokenizer now rather than in the first upload.
         warm = asyncio.create_task(run_in_threadpool(validator.warm_up))
         task = asyncio.create_task(_sweep_forever(runtime))
+        deliveries = asyncio.create_task(_deliver_forever(runtime))
+        stop_worker = threading.Event()
+        worker_thread = None
+        if worker is not None:
+            worker_thread = threading.Thread(
+                target=worker.run, args=(stop_worker,), name="tunesmith-worker", daemon=True
+            )
+            worker_thread.start()
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if worker is not None and worker_thread is not None:
+                stop_worker.set()
+                worker.wake()
+                # Running jobs checkpoint and go back to the queue before the server exits.
+                await run_in_threadpool(worker_thread.join)
+            for loop_task in (task, deliveries):
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop_task
             await warm
             engine.dispose()
 
@@ -75,7 +95,14 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.generated_admin_key = generated
     install_error_handlers(app)
     app.include_router(health.router)
-    for router in (projects.router, files.router, uploads.router):
+    for router in (
+        projects.router,
+        files.router,
+        uploads.router,
+        jobs.router,
+        models.router,
+        webhooks.router,
+    ):
         app.include_router(router)
         # Azure OpenAI's v1 paths ({endpoint}/openai/v1/...), for clients configured for Azure.
         app.include_router(router, prefix="/openai", include_in_schema=False)
@@ -91,3 +118,24 @@ async def _sweep_forever(runtime: Runtime) -> None:
         except Exception:  # keep sweeping; one bad pass must not stop the server's clean-up
             log.exception("housekeeping sweep failed")
         await asyncio.sleep(runtime.settings.expiry_sweep_seconds)
+
+
+async def _deliver_forever(runtime: Runtime) -> None:
+    settings = runtime.settings
+    with httpx.Client(
+        timeout=settings.webhook_timeout_seconds,
+        headers={"user-agent": f"tunesmith/{__version__} webhooks"},
+    ) as client:
+        while True:
+            try:
+                await run_in_threadpool(
+                    deliver_due,
+                    runtime.sessions,
+                    now=time.time(),
+                    client=client,
+                    max_attempts=settings.webhook_max_attempts,
+                    retry_base_seconds=settings.webhook_retry_base_seconds,
+                )
+            except Exception:  # keep delivering; one bad pass must not stop the others
+                log.exception("webhook delivery pass failed")
+            await asyncio.sleep(settings.webhook_poll_seconds)

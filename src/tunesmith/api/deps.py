@@ -29,6 +29,8 @@ class Runtime:
     blobs: BlobStore
     validate: Validator
     admin_key_hash: str | None
+    wake_worker: Callable[[], None] = lambda: None
+    """Tells the embedded worker a job changed (a no-op when workers run apart; they poll)."""
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -30,7 +30,8 @@ from tunesmith.catalog.spec import (
     BaseModelSpec,
 )
 from tunesmith.errors import Conflict, InvalidRequest, NotFound
-from tunesmith.store.tables import BaseModelRow
+from tunesmith.jobs.states import ACTIVE
+from tunesmith.store.tables import BaseModelRow, JobRow, ModelRow
 
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 """No ``/`` (ids appear in URL paths) and no ``:`` (the separator of ``ft:{base}:...`` names)."""
@@ -149,6 +150,24 @@ def remove_base_model(session: Session, model_id: str) -> None:
     if row is None:
         raise NotFound(
             f"No base model {model_id!r} in the catalog.", param="model", code="model_not_found"
+        )
+    job = session.scalars(
+        select(JobRow.id).where(JobRow.base_model == model_id, JobRow.status.in_(ACTIVE))
+    ).first()
+    if job is not None:
+        raise Conflict(
+            f"Job {job} fine-tunes {model_id} and has not finished; cancel it or wait for it "
+            "before removing the model.",
+            param="model",
+            code="model_in_use",
+        )
+    tuned = session.scalars(select(ModelRow.id).where(ModelRow.base_model == model_id)).first()
+    if tuned is not None:
+        raise Conflict(
+            f"The fine-tuned model {tuned} is built on {model_id}; delete the fine-tuned models "
+            "built on it first.",
+            param="model",
+            code="model_in_use",
         )
     session.delete(row)
     session.flush()  # the id is free again within this transaction

@@ -1,7 +1,8 @@
 """The ``tunesmith`` command.
 
-``tunesmith serve`` runs the server; ``tunesmith validate FILE`` checks a training file locally
-with the same rules and tokenizer the server uses.
+``tunesmith serve`` runs the server (with a job worker inside); ``tunesmith worker`` runs one
+more worker against the same database and data directory; ``tunesmith validate FILE`` checks a
+training file locally with the same rules and tokenizer the server uses.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def _settings(args: argparse.Namespace) -> object:
     overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
     if getattr(args, "home", None):
         overrides["home"] = args.home
+    if getattr(args, "slots", None) is not None:
+        overrides["worker_slots"] = args.slots
     return Settings(**overrides)
 
 
@@ -44,6 +47,22 @@ def serve(args: argparse.Namespace) -> int:
         )
     print(f"tunesmith: data in {settings.home}", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    from tunesmith.jobs.worker import run_worker_forever
+    from tunesmith.settings import Settings
+    from tunesmith.store.db import make_engine, make_session_factory
+    from tunesmith.store.migrate import upgrade_to_head
+
+    settings = _settings(args)
+    assert isinstance(settings, Settings)
+    engine = make_engine(settings.resolved_database_url())
+    upgrade_to_head(engine)
+    print(f"tunesmith worker: data in {settings.home}, {settings.worker_slots} slot(s)", flush=True)
+    run_worker_forever(settings, make_session_factory(engine))
+    engine.dispose()
     return 0
 
 
@@ -100,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--port", type=int, help="port (TUNESMITH_PORT, default 8000)")
     serve_p.add_argument("--home", help="data directory (TUNESMITH_HOME, default ~/.tunesmith)")
     serve_p.set_defaults(func=serve)
+    worker_p = sub.add_parser("worker", help="run a job worker (more capacity, other machines)")
+    worker_p.add_argument("--home", help="data directory (TUNESMITH_HOME), shared with the server")
+    worker_p.add_argument("--slots", type=int, help="jobs run at once (TUNESMITH_WORKER_SLOTS)")
+    worker_p.set_defaults(func=worker, host=None, port=None)
     val_p = sub.add_parser("validate", help="check a fine-tuning JSONL file locally")
     val_p.add_argument("file")
     val_p.add_argument("--json", action="store_true", help="print the full report as JSON")

@@ -101,3 +101,154 @@ class BaseModelRow(Base):
     lora_learning_rate: Mapped[float] = mapped_column(Float)
     full_learning_rate: Mapped[float] = mapped_column(Float)
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class JobRow(Base):
+    """A fine-tuning job (``jobs/``). ``status`` moves only through ``jobs.states``; the queue
+    columns (``priority``, ``queued_at``, ``lease_*``, ``attempt``) are the durable queue."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    model: Mapped[str] = mapped_column(String(300))  # as requested: a base, ft model or name
+    base_model: Mapped[str] = mapped_column(String(100))  # the catalog model at the root
+    parent_model: Mapped[str | None] = mapped_column(String(300), default=None)  # continued from
+    training_file: Mapped[str] = mapped_column(String(64))
+    validation_file: Mapped[str | None] = mapped_column(String(64), default=None)
+    validation_split: Mapped[float | None] = mapped_column(Float, default=None)
+    suffix: Mapped[str | None] = mapped_column(String(64), default=None)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    job_metadata: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, default=None)
+    requested: Mapped[dict[str, Any]] = mapped_column(JSON)  # hyperparameters as asked
+    hyperparameters: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # resolved
+    registered_name: Mapped[str | None] = mapped_column(String(100), default=None)
+    status: Mapped[str] = mapped_column(String(20))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    queued_at: Mapped[float | None] = mapped_column(Float, default=None)  # FIFO within priority
+    lease_owner: Mapped[str | None] = mapped_column(String(200), default=None)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # fences a stale job process
+    restarts: Mapped[int] = mapped_column(Integer, default=0)  # after a job process died
+    process_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    estimated_finish: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int | None] = mapped_column(Integer, default=None)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    result_files: Mapped[list[str]] = mapped_column(JSON, default=list)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(300), default=None)
+
+    __table_args__ = (
+        Index("ix_jobs_project_created", "project_id", "created_at", "id"),
+        Index("ix_jobs_queue", "status", "priority", "queued_at"),
+    )
+
+
+class JobEventRow(Base):
+    __tablename__ = "job_events"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sorts by creation time
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    level: Mapped[str] = mapped_column(String(10))  # info | warn | error
+    type: Mapped[str] = mapped_column(String(20))  # message | metrics
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    step: Mapped[int | None] = mapped_column(Integer, default=None)  # of a metrics event
+
+    __table_args__ = (Index("ix_job_events_job", "job_id", "created_at", "id"),)
+
+
+class JobCheckpointRow(Base):
+    __tablename__ = "job_checkpoints"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    step_number: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    model_id: Mapped[str] = mapped_column(String(300))  # ft:...:ckpt-step-N
+
+    __table_args__ = (Index("ix_job_checkpoints_job", "job_id", "created_at", "id"),)
+
+
+class ModelRow(Base):
+    """A fine-tuned model or checkpoint (``registry.py``), addressable as a model id.
+
+    ``path`` holds LoRA adapters or full weights (``kind``). An adapter applies to the full
+    weights of ``weights_of``: a catalog base model id, or a full fine-tuned model's id."""
+
+    __tablename__ = "models"
+
+    id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    base_model: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(10))  # lora | full
+    weights_of: Mapped[str | None] = mapped_column(String(300), default=None)
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer, default=None)
+    path: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_models_project_created", "project_id", "created_at", "id"),)
+
+
+class ModelNameRow(Base):
+    """A registered name's versions (Azure ML's ``outputs.registered_model.name``)."""
+
+    __tablename__ = "model_names"
+
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class WebhookRow(Base):
+    """A project's webhook endpoint (``webhooks.py``). ``secret`` is the signing secret itself,
+    not a hash: every delivery is signed with it, so it is kept as it was shown."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[list[str]] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(100))  # whsec_ + base64 of 32 random bytes
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_webhooks_project_created", "project_id", "created_at", "id"),)
+
+
+class WebhookDeliveryRow(Base):
+    """One event on its way to one webhook. ``payload`` is the exact body, sent and signed
+    unchanged on every attempt; ``next_attempt_at`` is None once delivered or failed."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(64))  # evt_…, the webhook-id header
+    event_type: Mapped[str] = mapped_column(String(100))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # counted when claimed
+    next_attempt_at: Mapped[float | None] = mapped_column(Float, default=None)
+    last_attempt_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_webhook", "webhook_id", "created_at", "id"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )

@@ -13,6 +13,7 @@ from tunesmith import files
 from tunesmith.api.deps import Contributor, Reader, RuntimeDep, SessionDep, now
 from tunesmith.api.multipart import receive_form
 from tunesmith.errors import InvalidRequest
+from tunesmith.jobs.service import check_file_deletable
 from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.files import FileDeleted, FileObject, FileValidation
 from tunesmith.store.db import transaction
@@ -119,5 +120,6 @@ def delete_file(
     file_id: str, principal: Contributor, session: SessionDep, runtime: RuntimeDep
 ) -> FileDeleted:
     row = files.get_file(session, principal.project_id, file_id, now=now())
+    check_file_deletable(session, row.id)
     files.delete_file(session, runtime.blobs, row)
     return FileDeleted(id=row.id)

@@ -1,0 +1,134 @@
+"""``/v1/fine_tuning/jobs``: create, list, retrieve, cancel, pause, resume, events, checkpoints."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request
+
+from tunesmith.api.deps import Contributor, Reader, RuntimeDep, SessionDep, now
+from tunesmith.errors import InvalidRequest
+from tunesmith.jobs import service
+from tunesmith.jobs.spec import check_metadata, parse_job_request
+from tunesmith.protocol.common import ListPage
+from tunesmith.protocol.jobs import Job, JobCheckpoint, JobEvent
+from tunesmith.store.tables import JobRow
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+_METADATA_KEY = re.compile(r"^metadata\[(.+)\]$")
+
+
+def owned_job(job_id: str, principal: Reader, session: SessionDep) -> JobRow:
+    return service.get_job(session, principal.project_id, job_id)
+
+
+OwnedJob = Annotated[JobRow, Depends(owned_job)]
+
+
+@router.post("", response_model=Job)
+def create_job(
+    body: Annotated[dict[str, Any], Body()],
+    principal: Contributor,
+    session: SessionDep,
+    background: BackgroundTasks,
+    runtime: RuntimeDep,
+) -> Job:
+    request = parse_job_request(body)
+    job = service.create_job(session, principal.project_id, request, now=now())
+    background.add_task(runtime.wake_worker)  # after the commit, so the worker sees it
+    return service.job_to_protocol(job)
+
+
+@router.get("", response_model=ListPage[Job])
+def list_jobs(
+    request: Request,
+    principal: Reader,
+    session: SessionDep,
+    limit: Limit = 20,
+    after: str | None = None,
+) -> ListPage[Job]:
+    metadata = {}
+    for key, value in request.query_params.multi_items():
+        match = _METADATA_KEY.match(key)
+        if match:
+            metadata[match.group(1)] = value
+        elif key.startswith("metadata"):
+            raise InvalidRequest(
+                f"Filter by metadata as metadata[KEY]=VALUE; got {key!r}.", param=key
+            )
+    check_metadata(metadata)
+    rows, has_more = service.list_jobs(
+        session, principal.project_id, after=after, limit=limit, metadata=metadata
+    )
+    return ListPage.of(
+        [service.job_to_protocol(r) for r in rows], has_more=has_more, ids=[r.id for r in rows]
+    )
+
+
+@router.get("/{job_id}", response_model=Job)
+def retrieve_job(job: OwnedJob) -> Job:
+    return service.job_to_protocol(job)
+
+
+@router.post("/{job_id}/cancel", response_model=Job)
+def cancel_job(
+    job_id: str,
+    principal: Contributor,
+    session: SessionDep,
+    background: BackgroundTasks,
+    runtime: RuntimeDep,
+) -> Job:
+    job = service.cancel_job(session, principal.project_id, job_id, now=now())
+    background.add_task(runtime.wake_worker)
+    return service.job_to_protocol(job)
+
+
+@router.post("/{job_id}/pause", response_model=Job)
+def pause_job(
+    job_id: str,
+    principal: Contributor,
+    session: SessionDep,
+    background: BackgroundTasks,
+    runtime: RuntimeDep,
+) -> Job:
+    job = service.pause_job(session, principal.project_id, job_id, now=now())
+    background.add_task(runtime.wake_worker)
+    return service.job_to_protocol(job)
+
+
+@router.post("/{job_id}/resume", response_model=Job)
+def resume_job(
+    job_id: str,
+    principal: Contributor,
+    session: SessionDep,
+    background: BackgroundTasks,
+    runtime: RuntimeDep,
+) -> Job:
+    job = service.resume_job(session, principal.project_id, job_id, now=now())
+    background.add_task(runtime.wake_worker)
+    return service.job_to_protocol(job)
+
+
+@router.get("/{job_id}/events", response_model=ListPage[JobEvent])
+def list_events(
+    job: OwnedJob, session: SessionDep, limit: Limit = 20, after: str | None = None
+) -> ListPage[JobEvent]:
+    rows, has_more = service.list_events(session, job, after=after, limit=limit)
+    return ListPage.of(
+        [service.event_to_protocol(r) for r in rows], has_more=has_more, ids=[r.id for r in rows]
+    )
+
+
+@router.get("/{job_id}/checkpoints", response_model=ListPage[JobCheckpoint])
+def list_checkpoints(
+    job: OwnedJob, session: SessionDep, limit: Limit = 10, after: str | None = None
+) -> ListPage[JobCheckpoint]:
+    rows, has_more = service.list_checkpoints(session, job, after=after, limit=limit)
+    return ListPage.of(
+        [service.checkpoint_to_protocol(r) for r in rows],
+        has_more=has_more,
+        ids=[r.id for r in rows],
+    )

@@ -1,0 +1,36 @@
+"""``/v1/models``: base models of the catalog, and the project's fine-tuned models and
+checkpoints (list, retrieve, delete)."""
+
+from __future__ import annotations
+
+import shutil
+
+from fastapi import APIRouter, BackgroundTasks
+
+from tunesmith import registry
+from tunesmith.api.deps import Owner, Reader, SessionDep
+from tunesmith.protocol.common import ListPage
+from tunesmith.protocol.models import Model, ModelDeleted
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get("", response_model=ListPage[Model])
+def list_models(principal: Reader, session: SessionDep) -> ListPage[Model]:
+    models = registry.list_models(session, principal.project_id)
+    return ListPage.of(models, has_more=False, ids=[m.id for m in models])
+
+
+@router.get("/{model_id}", response_model=Model)
+def retrieve_model(model_id: str, principal: Reader, session: SessionDep) -> Model:
+    return registry.get_model(session, principal.project_id, model_id)
+
+
+@router.delete("/{model_id}", response_model=ModelDeleted)
+def delete_model(
+    model_id: str, principal: Owner, session: SessionDep, background: BackgroundTasks
+) -> ModelDeleted:
+    folder = registry.delete_model(session, principal.project_id, model_id)
+    # The folder goes once the response (and so the transaction) is done.
+    background.add_task(shutil.rmtree, folder, ignore_errors=True)
+    return ModelDeleted(id=model_id)

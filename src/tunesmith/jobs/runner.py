@@ -1,0 +1,528 @@
+"""The job process: ``python -m tunesmith.jobs.runner --settings JSON --parent PID``.
+
+A worker starts one per job, so a crash, a leak or an out-of-memory kill takes down only that
+job. It starts one ahead of need (a warm spare, torch already imported) and hands it its job on
+stdin, so a job's first step comes seconds sooner. The process trains with
+:func:`tunesmith.training.loop.train` and reports through :class:`DbReporter` straight into the
+database: metrics events, progress, checkpoints as models. It resumes from the newest checkpoint
+in the job's folder when there is one.
+
+Every write is fenced by the job's ``attempt``: if the job was claimed again (this process was
+presumed dead), the next write raises :class:`LostJob` and the process leaves without touching
+anything. It also dies with its worker: ``PR_SET_PDEATHSIG`` where Linux offers it, and a watchdog
+thread that notices the parent is gone.
+
+``SIGUSR1`` from the worker means "look at your job": cancelled stops after the current step,
+paused (or back in the queue, when the worker shuts down) checkpoints first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tunesmith.catalog.models import materialize
+from tunesmith.catalog.registry import get_base_model
+from tunesmith.data.chat_format import ChatFormat
+from tunesmith.data.examples import ExampleError, TokenizedExample, load_examples
+from tunesmith.ids import new_id
+from tunesmith.jobs.events import add_event, add_metrics_event, forget_metrics_after, metrics_data
+from tunesmith.jobs.finish import (
+    fail,
+    new_results_file_id,
+    publish_model_folder,
+    results_file_row,
+    succeed,
+)
+from tunesmith.jobs.spec import split_indices
+from tunesmith.registry import checkpoint_model_name, fine_tuned_name
+from tunesmith.settings import Settings
+from tunesmith.store.blobs import BlobStore
+from tunesmith.store.db import make_engine, make_session_factory, transaction
+from tunesmith.store.tables import JobCheckpointRow, JobRow, ModelRow, ProjectRow
+from tunesmith.training.checkpoint import TRAINER_STATE, list_checkpoints
+from tunesmith.training.config import ResolvedConfig
+from tunesmith.training.loop import CHECKPOINTS, RESULTS, TrainResult, train
+from tunesmith.training.metrics import CheckpointInfo, StepMetrics, StopRequest
+
+log = logging.getLogger("tunesmith.job")
+PR_SET_PDEATHSIG = 1
+
+
+class LostJob(Exception):
+    """The job was claimed by another process; this one must stop without writing."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobPlan:
+    """Everything the process needs, read from the database once at start."""
+
+    job_id: str
+    project_id: str
+    attempt: int
+    base_model: str
+    model_name: str  # the ft:… name the result will have
+    training_file: str
+    validation_file: str | None
+    validation_split: float | None
+    seed: int
+    config: ResolvedConfig
+    weights_dir: Path  # full weights training starts from (or adapters sit on)
+    weights_of: str | None  # the model id owning those weights, for a LoRA result
+    initial_adapter: Path | None  # a LoRA model being trained further
+    merge_adapter: Path | None  # a LoRA model to merge into the base before full training
+
+
+class DbReporter:
+    """The loop's :class:`~tunesmith.training.metrics.Reporter`, writing into the database."""
+
+    def __init__(self, sessions: sessionmaker[Session], plan: JobPlan) -> None:
+        self.sessions = sessions
+        self.plan = plan
+
+    def _job(self, session: Session) -> JobRow:
+        job = session.get(JobRow, self.plan.job_id)
+        if job is None or job.attempt != self.plan.attempt:
+            raise LostJob(self.plan.job_id)
+        return job
+
+    def on_step(self, metrics: StepMetrics) -> None:
+        now = int(time.time())
+        with transaction(self.sessions) as session:
+            job = self._job(session)
+            add_metrics_event(session, job.id, metrics, now)
+            job.step = metrics.step
+            job.total_steps = metrics.total_steps
+            if job.status == "running":
+                job.estimated_finish = now + round(metrics.eta_seconds)
+
+    def on_checkpoint(self, checkpoint: CheckpointInfo) -> None:
+        now = int(time.time())
+        plan = self.plan
+        with transaction(self.sessions) as session:
+            job = self._job(session)
+            name = checkpoint_model_name(plan.model_name, checkpoint.step)
+            existing = session.get(ModelRow, name)
+            if existing is not None:  # written again after a resume: same step, new weights
+                session.query(JobCheckpointRow).filter(JobCheckpointRow.model_id == name).delete()
+                session.delete(existing)
+                session.flush()
+            session.add(
+                ModelRow(
+                    id=name,
+                    project_id=plan.project_id,
+                    job_id=plan.job_id,
+                    created_at=now,
+                    base_model=plan.base_model,
+                    kind=plan.config.strategy,
+                    weights_of=plan.weights_of if plan.config.strategy == "lora" else None,
+                    checkpoint_step=checkpoint.step,
+                    path=str(checkpoint.path),
+                )
+            )
+            metrics = metrics_data(checkpoint.metrics)
+            session.add(
+                JobCheckpointRow(
+                    id=new_id("ftckpt_"),
+                    job_id=job.id,
+                    created_at=now,
+                    step_number=checkpoint.step,
+                    metrics={k: v for k, v in metrics.items() if k in _CHECKPOINT_METRICS},
+                    model_id=name,
+                )
+            )
+            add_event(session, job.id, f"Checkpoint created at step {checkpoint.step}", now=now)
+            _forget_pruned(session, job.id)
+
+    def on_message(self, level: Literal["info", "warning"], message: str) -> None:
+        with transaction(self.sessions) as session:
+            job = self._job(session)
+            add_event(session, job.id, message, level="warn" if level == "warning" else "info")
+
+
+_CHECKPOINT_METRICS = frozenset(
+    {
+        "step",
+        "train_loss",
+        "train_mean_token_accuracy",
+        "valid_loss",
+        "valid_mean_token_accuracy",
+        "full_valid_loss",
+        "full_valid_mean_token_accuracy",
+    }
+)
+
+
+def _forget_pruned(session: Session, job_id: str) -> None:
+    """Checkpoints the loop pruned from disk stop being models."""
+    rows = session.scalars(
+        select(ModelRow).where(ModelRow.job_id == job_id, ModelRow.checkpoint_step.is_not(None))
+    )
+    for row in rows:
+        if not Path(row.path).exists():
+            session.query(JobCheckpointRow).filter(JobCheckpointRow.model_id == row.id).delete()
+            session.delete(row)
+
+
+def plan_job(session: Session, settings: Settings, job_id: str, attempt: int) -> JobPlan | None:
+    """The job's plan, or None if this process is not (or no longer) the one to run it."""
+    job = session.get(JobRow, job_id)
+    if job is None or job.attempt != attempt or job.status != "running":
+        return None
+    assert job.hyperparameters is not None
+    base = get_base_model(session, job.base_model)
+    project = session.get(ProjectRow, job.project_id)
+    assert project is not None
+    config = ResolvedConfig.from_dict(job.hyperparameters)
+    parent = session.get(ModelRow, job.parent_model) if job.parent_model else None
+    base_dir = materialize(base, settings.model_cache_dir())
+    weights_dir, weights_of = base_dir, base.id
+    initial_adapter = merge_adapter = None
+    if parent is not None:
+        if parent.kind == "full":
+            weights_dir, weights_of = Path(parent.path), parent.id
+        elif config.strategy == "lora":
+            initial_adapter, weights_of = Path(parent.path), parent.weights_of or base.id
+            owner = session.get(ModelRow, weights_of)
+            weights_dir = Path(owner.path) if owner is not None else base_dir
+        else:
+            merge_adapter = Path(parent.path)
+    return JobPlan(
+        job_id=job.id,
+        project_id=job.project_id,
+        attempt=attempt,
+        base_model=base.id,
+        model_name=fine_tuned_name(base=base.id, project=project, suffix=job.suffix, job_id=job.id),
+        training_file=job.training_file,
+        validation_file=job.validation_file,
+        validation_split=job.validation_split,
+        seed=job.seed,
+        config=config,
+        weights_dir=weights_dir,
+        weights_of=weights_of,
+        initial_adapter=initial_adapter,
+        merge_adapter=merge_adapter,
+    )
+
+
+def run_job(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    job_id: str,
+    attempt: int,
+    *,
+    stop_flag: threading.Event,
+    device: str,
+) -> None:
+    try:
+        with transaction(sessions) as session:
+            plan = plan_job(session, settings, job_id, attempt)
+    except Exception as exc:  # the base model's files are gone, a parent model was deleted, ...
+        log.exception("job %s cannot start", job_id)
+        _fail(
+            sessions, job_id, attempt, "model_unavailable", f"{type(exc).__name__}: {exc}", "model"
+        )
+        return
+    if plan is None:
+        log.info("job %s attempt %d is not ours to run; leaving", job_id, attempt)
+        return
+    log.info("job %s attempt %d: training from %s on %s", job_id, attempt, plan.weights_dir, device)
+    reporter = DbReporter(sessions, plan)
+    blobs = BlobStore(settings.blob_dir())
+    job_dir = settings.job_dir(job_id)
+    try:
+        result = _train(settings, sessions, plan, reporter, blobs, job_dir, stop_flag, device)
+        _finish(settings, sessions, plan, result, blobs, job_dir)
+    except LostJob:
+        log.warning("job %s was claimed by another process; leaving", job_id)
+    except _BadFile as exc:
+        message = f"Invalid file format. {exc}"
+        _fail(sessions, job_id, attempt, f"invalid_{exc.param}", message, exc.param)
+    except MemoryError:
+        _fail(sessions, job_id, attempt, "out_of_memory", _OOM, None)
+    except Exception as exc:  # the job fails; the process and the worker carry on
+        if type(exc).__name__ == "OutOfMemoryError":  # torch's, on CUDA
+            _fail(sessions, job_id, attempt, "out_of_memory", _OOM, None)
+            return
+        log.exception("job %s failed", job_id)
+        message = f"{type(exc).__name__}: {exc}"
+        _fail(sessions, job_id, attempt, "training_error", message, None)
+
+
+_OOM = (
+    "Training ran out of memory. Lower hyperparameters.tokens_per_micro_batch or "
+    "max_seq_length, use strategy 'lora', or train on a machine with more memory."
+)
+
+
+def _train(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    plan: JobPlan,
+    reporter: DbReporter,
+    blobs: BlobStore,
+    job_dir: Path,
+    stop_flag: threading.Event,
+    device: str,
+) -> TrainResult:
+    chat_format = ChatFormat.from_dir(plan.weights_dir)
+    max_length = plan.config.max_seq_length
+    examples = _load(blobs.file_path(plan.training_file), chat_format, max_length, "training_file")
+    valid: list[TokenizedExample] = []
+    if plan.validation_split is not None:
+        kept, held = split_indices(len(examples), plan.validation_split, plan.seed)
+        examples, valid = [examples[i] for i in kept], [examples[i] for i in held]
+    elif plan.validation_file is not None:
+        path = blobs.file_path(plan.validation_file)
+        valid = _load(path, chat_format, max_length, "validation_file")
+    log.info("%d training and %d validation examples tokenised", len(examples), len(valid))
+    weights_dir = plan.weights_dir
+    if plan.merge_adapter is not None:
+        weights_dir = _merged_start(plan.merge_adapter, job_dir)
+    resume = _resumable(job_dir / CHECKPOINTS)
+    now = int(time.time())
+    with transaction(sessions) as session:
+        job = reporter._job(session)
+        if resume is not None:
+            step = int(resume.name.rsplit("-", 1)[1])
+            forget_metrics_after(session, job.id, step)
+            add_event(
+                session,
+                job.id,
+                f"Resuming from checkpoint {resume.name} (step {step}/{plan.config.total_steps}); "
+                "the steps after it are trained again.",
+                now=now,
+            )
+        else:
+            job.started_at = job.started_at or now
+            add_event(session, job.id, "Fine-tuning job started", now=now)
+
+    def should_stop() -> StopRequest | None:
+        if not stop_flag.is_set():
+            return None
+        stop_flag.clear()
+        with transaction(sessions) as session:
+            job = session.get(JobRow, plan.job_id)
+            if job is None or job.attempt != plan.attempt or job.status == "cancelled":
+                return "cancel"
+            if job.status in ("paused", "queued"):
+                return "pause"
+        return None
+
+    return train(
+        config=plan.config,
+        base_model_id=plan.base_model,
+        base_model_dir=weights_dir,
+        chat_format=chat_format,
+        train_examples=examples,
+        valid_examples=valid,
+        output_dir=job_dir,
+        reporter=reporter,
+        should_stop=should_stop,
+        resume_from=resume,
+        initial_adapter=plan.initial_adapter,
+        device=device,
+    )
+
+
+class _BadFile(Exception):
+    """An example of ``param``'s file that cannot be trained on (validation should have said)."""
+
+    def __init__(self, param: str, error: ExampleError) -> None:
+        super().__init__(str(error))
+        self.param = param
+
+
+def _load(
+    path: Path, chat_format: ChatFormat, max_length: int, param: str
+) -> list[TokenizedExample]:
+    try:
+        return load_examples(path, chat_format, max_length=max_length)
+    except ExampleError as exc:
+        raise _BadFile(param, exc) from None
+
+
+def _resumable(checkpoints: Path) -> Path | None:
+    """The newest checkpoint that still has its optimizer state."""
+    found = [c for c in list_checkpoints(checkpoints) if (c / TRAINER_STATE).exists()]
+    return found[-1] if found else None
+
+
+def _merged_start(adapter: Path, job_dir: Path) -> Path:
+    """A LoRA model merged into its base, the starting weights of a full fine-tune."""
+    from tunesmith.training.export import export_merged
+
+    target = job_dir / "start-weights"
+    if not target.exists():
+        export_merged(adapter, target)
+    return target
+
+
+def _finish(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    plan: JobPlan,
+    result: TrainResult,
+    blobs: BlobStore,
+    job_dir: Path,
+) -> None:
+    now = int(time.time())
+    where = f"at step {result.steps}/{plan.config.total_steps}"
+    if result.status != "succeeded":
+        with transaction(sessions) as session:
+            job = session.get(JobRow, plan.job_id)
+            if job is None or job.attempt != plan.attempt:
+                return
+            last = result.final_checkpoint
+            restart = last.name if last else "the start"
+            if job.status == "paused":
+                text = f"The job is paused {where}; resume continues from {restart}."
+            elif job.status == "queued":
+                text = (
+                    f"Training stopped {where} because its worker is shutting down; the job is "
+                    f"back in the queue and resumes from {restart}."
+                )
+            else:
+                text = f"Training stopped {where}."
+            add_event(session, job.id, text, now=now)
+        return
+    final = result.final_checkpoint
+    if final is None:
+        raise RuntimeError("training finished without a checkpoint")
+    folder = publish_model_folder(final, settings.fine_tuned_dir(plan.job_id))
+    results = (job_dir / RESULTS).read_bytes()
+    file_id = new_results_file_id()
+    blobs.write_file(file_id, [results])
+    committed = False
+    try:
+        with transaction(sessions) as session:
+            job = session.get(JobRow, plan.job_id)
+            if job is None or job.attempt != plan.attempt or job.status != "running":
+                return  # cancelled or paused after the last step: nothing to publish
+            succeed(
+                session,
+                job,
+                model=ModelRow(
+                    id=plan.model_name,
+                    project_id=plan.project_id,
+                    job_id=plan.job_id,
+                    created_at=now,
+                    base_model=plan.base_model,
+                    kind=plan.config.strategy,
+                    weights_of=plan.weights_of if plan.config.strategy == "lora" else None,
+                    path=str(folder),
+                ),
+                results_file=results_file_row(file_id, plan.project_id, len(results), now),
+                trained_tokens=result.trained_tokens,
+                now=now,
+            )
+            committed = True
+    finally:
+        if not committed:
+            blobs.delete_file(file_id)
+    for checkpoint in result.checkpoints:  # the optimizer state only served resuming
+        (checkpoint / TRAINER_STATE).unlink(missing_ok=True)
+
+
+def _fail(
+    sessions: sessionmaker[Session],
+    job_id: str,
+    attempt: int,
+    code: str,
+    message: str,
+    param: str | None,
+) -> None:
+    with transaction(sessions) as session:
+        job = session.get(JobRow, job_id)
+        if job is not None and job.attempt == attempt:
+            fail(session, job, code=code, message=message, param=param, now=int(time.time()))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Exit when the worker that started this process is gone (killed included)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(3)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(3)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Starts warm (torch and transformers imported), then waits for its job on stdin: one JSON
+    line ``[job_id, attempt, device, log_path]`` from the worker; a closed pipe means exit."""
+    parser = argparse.ArgumentParser(prog="python -m tunesmith.jobs.runner")
+    parser.add_argument("--settings", required=True, help="the worker's Settings as JSON")
+    parser.add_argument("--parent", type=int, required=True, help="the worker's pid")
+    args = parser.parse_args(argv)
+    _die_with_parent(args.parent)
+    stop_flag = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *_: stop_flag.set())
+    settings = Settings.model_validate_json(args.settings)
+    _warm_up()
+    line = sys.stdin.readline()
+    if not line.strip():
+        return
+    job_id, attempt, device, log_path = json.loads(line)
+    _log_to(Path(log_path))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log.info("job %s attempt %s assigned to process %d", job_id, attempt, os.getpid())
+    engine = make_engine(settings.resolved_database_url())
+    try:
+        run_job(
+            settings,
+            make_session_factory(engine),
+            job_id,
+            int(attempt),
+            stop_flag=stop_flag,
+            device=device,
+        )
+    finally:
+        engine.dispose()
+
+
+def _warm_up() -> None:
+    """Resolves transformers' lazy imports now, while no job waits: they take seconds, and the
+    Llama family covers the bundled model and most others."""
+    import transformers
+    from transformers.models.llama import modeling_llama
+
+    for name in ("AutoConfig", "AutoTokenizer", "AutoModelForCausalLM", "PreTrainedTokenizerFast"):
+        getattr(transformers, name)
+    del modeling_llama
+
+
+def _log_to(path: Path) -> None:
+    """From here on, this process's output goes to its job's log."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,398 @@
+"""Webhooks: a project's endpoints hear when its fine-tuning jobs end.
+
+The job code calls :func:`enqueue` inside the transaction that finishes a job, so an event
+exists exactly when the job's end does: one delivery row per subscribed endpoint, holding the
+exact body (OpenAI's event object). :func:`deliver_due`, run in a loop by the server, sends due
+deliveries signed by the Standard Webhooks scheme (what ``client.webhooks.unwrap`` verifies),
+and retries any answer other than 2xx with exponential backoff until ``max_attempts``.
+
+Invariants: a delivery is sent by one process at a time (it is claimed by an atomic UPDATE
+that pushes ``next_attempt_at`` ahead before the request goes out); no transaction is open
+during a request; a result is recorded only by the claim that made the attempt.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from tunesmith.errors import InvalidRequest, NotFound
+from tunesmith.ids import new_id
+from tunesmith.protocol.webhooks import EVENT_TYPES, WebhookDelivery, WebhookEndpoint
+from tunesmith.store.db import transaction
+from tunesmith.store.pagination import page
+from tunesmith.store.tables import WebhookDeliveryRow, WebhookRow
+
+log = logging.getLogger(__name__)
+
+SECRET_PREFIX = "whsec_"
+MAX_URL_LENGTH = 2048
+MAX_RETRY_SECONDS = 3600.0  # the cap of the exponential backoff
+# A claimed delivery is not due again for this long, so no other process sends it meanwhile;
+# far beyond one request (TUNESMITH_WEBHOOK_TIMEOUT_SECONDS is at most 60 s per phase). A
+# process that dies mid-request leaves it to be retried once this has passed.
+CLAIM_SECONDS = 600.0
+MAX_ERROR_LENGTH = 500
+
+
+def webhook_to_protocol(row: WebhookRow, secret: str | None = None) -> WebhookEndpoint:
+    return WebhookEndpoint(
+        id=row.id,
+        created_at=row.created_at,
+        event_types=row.event_types,
+        name=row.name,
+        signing_secret=secret,
+        signing_secret_hint=row.secret[: len(SECRET_PREFIX) + 4] + "…",
+        url=row.url,
+        updated_at=row.updated_at,
+    )
+
+
+def delivery_to_protocol(row: WebhookDeliveryRow) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row.id,
+        webhook_endpoint_id=row.webhook_id,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        created_at=row.created_at,
+        status=row.status,
+        attempts=row.attempts,
+        last_attempt_at=row.last_attempt_at,
+        next_attempt_at=None if row.next_attempt_at is None else int(row.next_attempt_at),
+        last_status_code=row.last_status_code,
+        last_error=row.last_error,
+    )
+
+
+def check_url(url: str) -> str:
+    """An absolute http(s) URL with a host, or a 400 naming ``url``."""
+    problem = None
+    if len(url) > MAX_URL_LENGTH:
+        problem = f"it is longer than {MAX_URL_LENGTH} characters"
+    elif any(c.isspace() or not c.isprintable() for c in url):
+        problem = "it contains spaces or control characters"
+    else:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError as exc:
+            problem = str(exc)
+        else:
+            if parts.scheme not in ("http", "https"):
+                problem = "it must start with http:// or https://"
+            elif not parts.hostname:
+                problem = "it has no host"
+    if problem is not None:
+        raise InvalidRequest(
+            f"Invalid webhook URL {url[:200]!r}: {problem}. "
+            "Give an absolute URL such as 'https://example.com/hooks/tunesmith'.",
+            param="url",
+        )
+    return url
+
+
+def check_event_types(event_types: list[str] | None) -> list[str]:
+    """The requested event types without duplicates; every type when None."""
+    if event_types is None:
+        return list(EVENT_TYPES)
+    known = ", ".join(repr(t) for t in EVENT_TYPES)
+    unknown = [t for t in event_types if t not in EVENT_TYPES]
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown event type(s) {', '.join(repr(t) for t in unknown)}; "
+            f"tunesmith sends {known}.",
+            param="event_types",
+        )
+    if not event_types:
+        raise InvalidRequest(
+            f"event_types is empty; list at least one of {known}, or leave it out for all.",
+            param="event_types",
+        )
+    return list(dict.fromkeys(event_types))
+
+
+def new_signing_secret() -> str:
+    """``whsec_`` + base64 of 32 random bytes, the Standard Webhooks secret format."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def sign(secret: str, *, event_id: str, timestamp: int, body: str) -> str:
+    """The ``webhook-signature`` header: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``
+    under the secret's decoded bytes (Standard Webhooks; ``openai.lib._webhooks``)."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    digest = hmac.new(key, f"{event_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def create_webhook(
+    session: Session,
+    *,
+    project_id: str,
+    name: str,
+    url: str,
+    event_types: list[str] | None,
+    now: int,
+) -> tuple[WebhookRow, str]:
+    """Registers an endpoint; returns it and its signing secret, which the caller shows once.
+
+    The secret is stored as is, not hashed: the server signs every delivery with it."""
+    secret = new_signing_secret()
+    row = WebhookRow(
+        id=new_id("wh_"),
+        project_id=project_id,
+        name=name,
+        url=check_url(url),
+        event_types=check_event_types(event_types),
+        secret=secret,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    return row, secret
+
+
+def get_webhook(session: Session, *, project_id: str, webhook_id: str) -> WebhookRow:
+    row = session.get(WebhookRow, webhook_id)
+    if row is None or row.project_id != project_id:
+        raise NotFound(f"No such webhook endpoint: {webhook_id}", param="webhook_endpoint_id")
+    return row
+
+
+def list_webhooks(
+    session: Session,
+    *,
+    project_id: str,
+    after: str | None,
+    limit: int,
+    order: Literal["asc", "desc"],
+) -> tuple[list[WebhookRow], bool]:
+    stmt = select(WebhookRow).where(WebhookRow.project_id == project_id)
+    return page(session, stmt, WebhookRow, after=after, limit=limit, order=order)
+
+
+def delete_webhook(session: Session, *, project_id: str, webhook_id: str) -> None:
+    """Deletes the endpoint; its pending deliveries go with it (ON DELETE CASCADE)."""
+    session.delete(get_webhook(session, project_id=project_id, webhook_id=webhook_id))
+    session.flush()
+
+
+def list_deliveries(
+    session: Session,
+    *,
+    webhook: WebhookRow,
+    after: str | None,
+    limit: int,
+    order: Literal["asc", "desc"],
+) -> tuple[list[WebhookDeliveryRow], bool]:
+    stmt = select(WebhookDeliveryRow).where(WebhookDeliveryRow.webhook_id == webhook.id)
+    return page(session, stmt, WebhookDeliveryRow, after=after, limit=limit, order=order)
+
+
+def enqueue(
+    session: Session, *, project_id: str, event_type: str, data: dict[str, Any], now: int
+) -> None:
+    """Queues one event for every endpoint of the project subscribed to ``event_type``; call it
+    in the transaction that makes the event true, so neither exists without the other."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown webhook event type {event_type!r}")
+    event_id = new_id("evt_")
+    body = json.dumps(
+        {"object": "event", "id": event_id, "type": event_type, "created_at": now, "data": data},
+        separators=(",", ":"),
+    )
+    hooks = session.scalars(select(WebhookRow).where(WebhookRow.project_id == project_id))
+    for hook in hooks:
+        if event_type in hook.event_types:
+            session.add(
+                WebhookDeliveryRow(
+                    id=new_id("whd_"),
+                    webhook_id=hook.id,
+                    event_id=event_id,
+                    event_type=event_type,
+                    payload=body,
+                    created_at=now,
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=float(now),
+                )
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    delivery_id: str
+    attempt: int  # the delivery's attempts after this claim; fences the result
+    event_id: str
+    payload: str
+    url: str
+    secret: str
+
+
+def deliver_due(
+    factory: sessionmaker[Session],
+    *,
+    now: float,
+    client: httpx.Client,
+    max_attempts: int,
+    retry_base_seconds: float,
+) -> int:
+    """Makes one attempt at every delivery due at ``now``; returns how many were attempted.
+
+    2xx delivers; any other answer, a connection error or a timeout schedules the next attempt
+    ``retry_base_seconds * 2**(attempt-1)`` later (at most an hour), or fails the delivery once
+    it has had ``max_attempts``. Deliveries another process claimed are skipped."""
+    with transaction(factory) as session:
+        # A process that died during a last attempt left it pending; nothing more is owed.
+        session.execute(
+            update(WebhookDeliveryRow)
+            .where(
+                WebhookDeliveryRow.status == "pending",
+                WebhookDeliveryRow.next_attempt_at <= now,
+                WebhookDeliveryRow.attempts >= max_attempts,
+            )
+            .values(
+                status="failed",
+                next_attempt_at=None,
+                last_error=func.coalesce(
+                    WebhookDeliveryRow.last_error, "No answer was recorded for the last attempt."
+                ),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        due = list(
+            session.scalars(
+                select(WebhookDeliveryRow.id)
+                .where(
+                    WebhookDeliveryRow.status == "pending",
+                    WebhookDeliveryRow.next_attempt_at <= now,
+                )
+                .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
+            )
+        )
+    attempted = 0
+    for delivery_id in due:
+        claim = _claim(factory, delivery_id, now=now, max_attempts=max_attempts)
+        if claim is None:
+            continue
+        status_code, error = _send(client, claim)
+        _record(
+            factory,
+            claim,
+            status_code=status_code,
+            error=error,
+            now=now,
+            max_attempts=max_attempts,
+            retry_base_seconds=retry_base_seconds,
+        )
+        attempted += 1
+    return attempted
+
+
+def _claim(
+    factory: sessionmaker[Session], delivery_id: str, *, now: float, max_attempts: int
+) -> _Claim | None:
+    with transaction(factory) as session:
+        result = session.execute(
+            update(WebhookDeliveryRow)
+            .where(
+                WebhookDeliveryRow.id == delivery_id,
+                WebhookDeliveryRow.status == "pending",
+                WebhookDeliveryRow.next_attempt_at <= now,
+                WebhookDeliveryRow.attempts < max_attempts,
+            )
+            .values(
+                attempts=WebhookDeliveryRow.attempts + 1,
+                next_attempt_at=now + CLAIM_SECONDS,
+                last_attempt_at=int(now),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if cast("CursorResult[Any]", result).rowcount != 1:  # another process claimed it
+            return None
+        row = session.execute(
+            select(
+                WebhookDeliveryRow.attempts,
+                WebhookDeliveryRow.event_id,
+                WebhookDeliveryRow.payload,
+                WebhookRow.url,
+                WebhookRow.secret,
+            )
+            .join(WebhookRow, WebhookRow.id == WebhookDeliveryRow.webhook_id)
+            .where(WebhookDeliveryRow.id == delivery_id)
+        ).one()
+    return _Claim(delivery_id, row.attempts, row.event_id, row.payload, row.url, row.secret)
+
+
+def _send(client: httpx.Client, claim: _Claim) -> tuple[int | None, str | None]:
+    """One POST; the status code (None if there was no answer) and an error, if it failed."""
+    # Signed at sending time: receivers refuse timestamps more than five minutes old.
+    timestamp = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": claim.event_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(
+            claim.secret, event_id=claim.event_id, timestamp=timestamp, body=claim.payload
+        ),
+    }
+    try:
+        # The receiver's body is never read: only its status counts.
+        with client.stream(
+            "POST", claim.url, content=claim.payload.encode(), headers=headers
+        ) as response:
+            status_code = response.status_code
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:  # ValueError: a bad host name
+        return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
+    if 200 <= status_code < 300:
+        return status_code, None
+    return status_code, f"The receiver answered HTTP {status_code}; only 2xx counts as delivered."
+
+
+def _record(
+    factory: sessionmaker[Session],
+    claim: _Claim,
+    *,
+    status_code: int | None,
+    error: str | None,
+    now: float,
+    max_attempts: int,
+    retry_base_seconds: float,
+) -> None:
+    values: dict[str, Any] = {"last_status_code": status_code, "last_error": error}
+    if error is None:
+        values |= {"status": "delivered", "next_attempt_at": None}
+    elif claim.attempt >= max_attempts:
+        values |= {"status": "failed", "next_attempt_at": None}
+        log.warning(
+            "webhook delivery %s failed after %d attempts: %s",
+            claim.delivery_id,
+            claim.attempt,
+            error,
+        )
+    else:
+        delay = min(retry_base_seconds * 2 ** (claim.attempt - 1), MAX_RETRY_SECONDS)
+        values["next_attempt_at"] = now + delay
+    with transaction(factory) as session:
+        # Only the claim that made this attempt may record it (the delivery may also have
+        # been deleted with its endpoint meanwhile: then nothing is updated).
+        session.execute(
+            update(WebhookDeliveryRow)
+            .where(
+                WebhookDeliveryRow.id == claim.delivery_id,
+                WebhookDeliveryRow.attempts == claim.attempt,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )

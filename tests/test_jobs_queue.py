@@ -1,0 +1,167 @@
+"""The durable queue and the transition table, on a real SQLite database: atomic claims,
+priority then first-in-first-out order, leases that expire, dead workers detected at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from tunesmith.auth import DEFAULT_PROJECT_ID, ensure_default_project
+from tunesmith.errors import Conflict
+from tunesmith.jobs import queue
+from tunesmith.jobs.spec import split_indices
+from tunesmith.jobs.states import TRANSITIONS, next_status
+from tunesmith.store.db import make_engine, make_session_factory, transaction
+from tunesmith.store.migrate import upgrade_to_head
+from tunesmith.store.tables import JobRow
+
+NOW = 1_700_000_000.0
+
+
+@pytest.fixture
+def sessions(tmp_path: Path) -> sessionmaker[Session]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade_to_head(engine)
+    factory = make_session_factory(engine)
+    with transaction(factory) as session:
+        ensure_default_project(session, int(NOW))
+    return factory
+
+
+def add_job(
+    sessions: sessionmaker[Session],
+    job_id: str,
+    *,
+    status: str = "queued",
+    priority: int = 0,
+    queued_at: float = NOW,
+    owner: str | None = None,
+    expires: float | None = None,
+) -> None:
+    with transaction(sessions) as session:
+        session.add(
+            JobRow(
+                id=job_id,
+                project_id=DEFAULT_PROJECT_ID,
+                created_at=int(NOW),
+                model="m",
+                base_model="m",
+                training_file="file-x",
+                seed=0,
+                requested={"hyperparameters": {}, "param": "hyperparameters"},
+                status=status,
+                priority=priority,
+                queued_at=queued_at,
+                lease_owner=owner,
+                lease_expires_at=expires,
+                attempt=0,
+                restarts=0,
+                step=0,
+                result_files=[],
+            )
+        )
+
+
+def claim(sessions: sessionmaker[Session], owner: str = "host:1:a") -> queue.Claim | None:
+    return queue.claim(
+        sessions, owner=owner, statuses=("queued", "running"), lease_seconds=30, now=NOW, start=True
+    )
+
+
+def test_higher_priority_first_then_first_in_first_out(sessions: sessionmaker[Session]) -> None:
+    add_job(sessions, "late", queued_at=NOW + 2)
+    add_job(sessions, "early", queued_at=NOW + 1)
+    add_job(sessions, "urgent", queued_at=NOW + 3, priority=5)
+    order = [c.job_id for c in iter(lambda: claim(sessions), None)]
+    assert order == ["urgent", "early", "late"]
+    with transaction(sessions) as session:
+        job = session.get(JobRow, "urgent")
+        assert job is not None
+        assert (job.status, job.attempt, job.lease_owner) == ("running", 1, "host:1:a")
+
+
+def test_a_job_is_claimed_by_exactly_one_of_many_workers(sessions: sessionmaker[Session]) -> None:
+    for i in range(5):
+        add_job(sessions, f"job-{i}", queued_at=NOW + i)
+    won: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def work(n: int) -> None:
+        barrier.wait()
+        result = claim(sessions, owner=f"host:{n}:w")
+        if result is not None:
+            won.append(result.job_id)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won) == [f"job-{i}" for i in range(5)]  # each once, none twice
+
+
+def test_a_held_lease_blocks_until_it_expires(sessions: sessionmaker[Session]) -> None:
+    add_job(sessions, "busy", status="running", owner="elsewhere:1:x", expires=NOW + 10)
+    assert claim(sessions) is None
+    later = queue.claim(
+        sessions,
+        owner="me:2:y",
+        statuses=("running",),
+        lease_seconds=30,
+        now=NOW + 11,
+        start=True,
+    )
+    assert later is not None
+    assert (later.job_id, later.from_status, later.restarts) == ("busy", "running", 1)
+    assert later.previous_owner == "elsewhere:1:x"
+
+
+def test_a_dead_worker_on_this_host_is_detected_at_once(sessions: sessionmaker[Session]) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_owner = f"{queue.new_worker_id().split(':')[0]}:{gone.stdout.strip()}:zz"
+    add_job(sessions, "orphan", status="running", owner=dead_owner, expires=NOW + 1000)
+    assert queue.owner_is_dead(dead_owner)
+    assert not queue.owner_is_dead(queue.new_worker_id())  # this very process
+    result = claim(sessions)
+    assert result is not None and result.job_id == "orphan"
+
+
+def test_renew_extends_only_the_owners_leases(sessions: sessionmaker[Session]) -> None:
+    add_job(sessions, "mine", status="running", owner="me:1:a", expires=NOW + 1)
+    add_job(sessions, "theirs", status="running", owner="them:1:b", expires=NOW + 1)
+    queue.renew(sessions, owner="me:1:a", job_ids=["mine", "theirs"], until=NOW + 99)
+    with transaction(sessions) as session:
+        assert session.get(JobRow, "mine").lease_expires_at == NOW + 99  # type: ignore[union-attr]
+        assert session.get(JobRow, "theirs").lease_expires_at == NOW + 1  # type: ignore[union-attr]
+
+
+def test_transition_table_refuses_illegal_moves() -> None:
+    assert next_status("j", "running", "pause") == "paused"
+    assert next_status("j", "paused", "resume") == "queued"
+    for status in ("succeeded", "failed", "cancelled"):
+        for action in ("cancel", "pause", "resume", "claim"):
+            with pytest.raises(Conflict) as raised:
+                next_status("j", status, action)  # type: ignore[arg-type]
+            assert raised.value.status_code == 409
+            assert raised.value.code == "invalid_job_state"
+    with pytest.raises(Conflict, match="only a job that is paused can be resumed"):
+        next_status("j", "running", "resume")
+    assert all(target != source for (source, _), target in TRANSITIONS.items())
+
+
+def test_validation_split_is_deterministic_by_seed() -> None:
+    kept, held = split_indices(20, 0.2, seed=1)
+    assert len(held) == 4 and sorted(kept + held) == list(range(20))
+    assert split_indices(20, 0.2, seed=1) == (kept, held)
+    assert split_indices(20, 0.2, seed=2) != (kept, held)
+    assert split_indices(3, 0.01, seed=0)[1] != []  # at least one held out
