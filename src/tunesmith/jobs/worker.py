@@ -290,8 +290,9 @@ class Worker:
             )
 
     def keep_spare(self) -> None:
-        """One job process started ahead of need, so the next job skips the imports."""
-        if not self.settings.worker_warm_spare:
+        """One job process started ahead of need, so the next job skips the imports. Only while
+        a slot is free: started beside a running job, its imports would slow that job's steps."""
+        if not self.settings.worker_warm_spare or len(self.children) >= self.settings.worker_slots:
             return
         if self._spare is not None and self._spare.poll() is not None:
             self._spare = None
