@@ -165,3 +165,75 @@ def test_validation_split_is_deterministic_by_seed() -> None:
     assert split_indices(20, 0.2, seed=1) == (kept, held)
     assert split_indices(20, 0.2, seed=2) != (kept, held)
     assert split_indices(3, 0.01, seed=0)[1] != []  # at least one held out
+
+
+def test_an_expired_file_waits_for_the_unfinished_job_that_reads_it(
+    sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    from tunesmith import housekeeping
+    from tunesmith.store.blobs import BlobStore
+    from tunesmith.store.tables import FileRow
+
+    blobs = BlobStore(tmp_path / "blobs")
+    with transaction(sessions) as session:
+        session.add(
+            FileRow(
+                id="file-x",
+                project_id=DEFAULT_PROJECT_ID,
+                filename="t.jsonl",
+                purpose="fine-tune",
+                bytes=3,
+                created_at=int(NOW),
+                expires_at=int(NOW) + 10,
+                status="processed",
+            )
+        )
+    blobs.write_file("file-x", [b"abc"])
+    add_job(sessions, "reader", status="paused")
+    assert housekeeping.sweep(sessions, blobs, now=int(NOW) + 20).files == []
+    assert blobs.file_path("file-x").exists()
+    with transaction(sessions) as session:
+        session.get(JobRow, "reader").status = "cancelled"  # type: ignore[union-attr]
+    assert housekeeping.sweep(sessions, blobs, now=int(NOW) + 20).files == ["file-x"]
+    assert not blobs.file_path("file-x").exists()
+
+
+def test_a_base_model_in_use_cannot_leave_the_catalog(
+    sessions: sessionmaker[Session], tmp_path: Path, toy_model_dir: Path
+) -> None:
+    from tunesmith.catalog.registry import register_base_model, remove_base_model
+    from tunesmith.store.tables import ModelRow
+
+    with transaction(sessions) as session:
+        register_base_model(
+            session,
+            model_id="toy",
+            source=str(toy_model_dir),
+            cache_dir=tmp_path / "models",
+            now=int(NOW),
+        )
+    add_job(sessions, "trainer", status="running")
+    with transaction(sessions) as session:
+        session.get(JobRow, "trainer").base_model = "toy"  # type: ignore[union-attr]
+    with pytest.raises(Conflict, match="Job trainer fine-tunes toy"), transaction(sessions) as s:
+        remove_base_model(s, "toy")
+    with transaction(sessions) as session:
+        session.get(JobRow, "trainer").status = "succeeded"  # type: ignore[union-attr]
+        session.add(
+            ModelRow(
+                id="ft:toy:default::trainer",
+                project_id=DEFAULT_PROJECT_ID,
+                job_id="trainer",
+                created_at=int(NOW),
+                base_model="toy",
+                kind="lora",
+                weights_of="toy",
+                path=str(tmp_path / "ft"),
+            )
+        )
+    with pytest.raises(Conflict, match="is built on toy"), transaction(sessions) as s:
+        remove_base_model(s, "toy")
+    with transaction(sessions) as session:
+        session.delete(session.get(ModelRow, "ft:toy:default::trainer"))
+    with transaction(sessions) as session:
+        remove_base_model(session, "toy")  # nothing uses it any more

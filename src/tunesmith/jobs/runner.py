@@ -94,7 +94,8 @@ class DbReporter:
         self.sessions = sessions
         self.plan = plan
 
-    def _job(self, session: Session) -> JobRow:
+    def job(self, session: Session) -> JobRow:
+        """The job's row, or :class:`LostJob` if another process has claimed it since."""
         job = session.get(JobRow, self.plan.job_id)
         if job is None or job.attempt != self.plan.attempt:
             raise LostJob(self.plan.job_id)
@@ -103,7 +104,7 @@ class DbReporter:
     def on_step(self, metrics: StepMetrics) -> None:
         now = int(time.time())
         with transaction(self.sessions) as session:
-            job = self._job(session)
+            job = self.job(session)
             add_metrics_event(session, job.id, metrics, now)
             job.step = metrics.step
             job.total_steps = metrics.total_steps
@@ -114,7 +115,7 @@ class DbReporter:
         now = int(time.time())
         plan = self.plan
         with transaction(self.sessions) as session:
-            job = self._job(session)
+            job = self.job(session)
             name = checkpoint_model_name(plan.model_name, checkpoint.step)
             existing = session.get(ModelRow, name)
             if existing is not None:  # written again after a resume: same step, new weights
@@ -150,7 +151,7 @@ class DbReporter:
 
     def on_message(self, level: Literal["info", "warning"], message: str) -> None:
         with transaction(self.sessions) as session:
-            job = self._job(session)
+            job = self.job(session)
             add_event(session, job.id, message, level="warn" if level == "warning" else "info")
 
 
@@ -245,7 +246,7 @@ def run_job(
     blobs = BlobStore(settings.blob_dir())
     job_dir = settings.job_dir(job_id)
     try:
-        result = _train(settings, sessions, plan, reporter, blobs, job_dir, stop_flag, device)
+        result = _train(sessions, plan, reporter, blobs, job_dir, stop_flag, device)
         _finish(settings, sessions, plan, result, blobs, job_dir)
     except LostJob:
         log.warning("job %s was claimed by another process; leaving", job_id)
@@ -270,7 +271,6 @@ _OOM = (
 
 
 def _train(
-    settings: Settings,
     sessions: sessionmaker[Session],
     plan: JobPlan,
     reporter: DbReporter,
@@ -296,7 +296,7 @@ def _train(
     resume = _resumable(job_dir / CHECKPOINTS)
     now = int(time.time())
     with transaction(sessions) as session:
-        job = reporter._job(session)
+        job = reporter.job(session)
         if resume is not None:
             step = int(resume.name.rsplit("-", 1)[1])
             forget_metrics_after(session, job.id, step)

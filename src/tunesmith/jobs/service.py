@@ -38,6 +38,7 @@ from tunesmith.store.tables import FileRow, JobCheckpointRow, JobEventRow, JobRo
 from tunesmith.webhooks import enqueue as enqueue_webhook
 
 ADAPTER_SHAPE = ("lora_rank", "lora_alpha", "target_modules")
+_INTERNAL = frozenset({"n_examples", "steps_per_epoch", "total_steps"})  # not hyperparameters
 
 
 def create_job(session: Session, project_id: str, request: JobRequest, *, now: int) -> JobRow:
@@ -234,9 +235,6 @@ def job_to_protocol(job: JobRow) -> Job:
         step=job.step,
         total_steps=job.total_steps,
     )
-
-
-_INTERNAL = frozenset({"n_examples", "steps_per_epoch", "total_steps"})
 
 
 def event_to_protocol(row: JobEventRow) -> JobEvent:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from tunesmith.catalog.registry import get_base_model
 from tunesmith.catalog.spec import BaseModelSpec
 from tunesmith.data.chat_format import ChatFormat
@@ -123,7 +125,7 @@ def check_files(
     return Outcome(hyperparameters=resolved, warnings=warnings)
 
 
-def apply_outcome(session: Any, job: JobRow, outcome: Outcome, *, now: int) -> None:
+def apply_outcome(session: Session, job: JobRow, outcome: Outcome, *, now: int) -> None:
     """Moves a validated job on: ``queued`` with its hyperparameters, or ``failed``."""
     if job.status != "validating_files":  # cancelled meanwhile
         return
@@ -141,7 +143,7 @@ def apply_outcome(session: Any, job: JobRow, outcome: Outcome, *, now: int) -> N
     add_event(session, job.id, "Files validated, moving job to queued state", now=now)
 
 
-def base_spec(session: Any, job: JobRow) -> tuple[BaseModelSpec, ModelRow | None]:
+def base_spec(session: Session, job: JobRow) -> tuple[BaseModelSpec, ModelRow | None]:
     parent = session.get(ModelRow, job.parent_model) if job.parent_model else None
     return get_base_model(session, job.base_model), parent
 
