@@ -219,6 +219,21 @@ def test_a_file_too_small_fails_validation_with_openai_code(jobs_live: LiveServe
     assert "holds out 6 for validation, leaving 6" in failed.error.message
 
 
+def test_lora_targets_the_model_lacks_fail_validation(jobs_live: LiveServer) -> None:
+    client = jobs_live.client()
+    job = create(
+        client,
+        upload(client, training_file(12)),
+        hyperparameters={"target_modules": ["q_proj", "qkv_proj"]},
+    )
+    failed = wait_for_job(client, job.id, {"failed"})
+    assert failed.error.code == "invalid_hyperparameters"
+    assert failed.error.param == "method.supervised.hyperparameters.target_modules"
+    assert "'qkv_proj' names no layer" in failed.error.message
+    assert "q_proj" in failed.error.message  # the layers it does have
+    assert failed.model_extra["step"] == 0  # it never trained
+
+
 def test_a_broken_training_file_fails_with_the_line(jobs_live: LiveServer) -> None:
     client = jobs_live.client()
     rows = [chat_example(i) for i in range(12)]

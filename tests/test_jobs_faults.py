@@ -106,6 +106,33 @@ def test_a_killed_job_process_resumes_from_its_checkpoint(jobs_live: LiveServer)
     assert any("was killed (SIGKILL)" in m for m in messages)
 
 
+def test_a_job_whose_process_keeps_dying_fails_after_its_restarts(
+    tmp_path: Path, toy_model_dir: Path
+) -> None:
+    from tests.conftest import run_live
+
+    settings = jobs_settings_for(tmp_path / "home", toy_model_dir, job_max_restarts=1)
+    app = create_app(settings)
+    register_toy_base(app, toy_model_dir)
+    for live in run_live(app, settings):
+        client = live.client()
+        job_id = start_job(client)
+        killed: set[int] = set()
+        deadline = time.monotonic() + 120
+        while len(killed) < 2:  # the first run and its one restart
+            assert time.monotonic() < deadline, "the job process did not come back"
+            row = job_row(settings, job_id)
+            if row.process_id and row.process_id not in killed and row.step > 0:
+                os.kill(row.process_id, signal.SIGKILL)
+                killed.add(row.process_id)
+            time.sleep(0.02)
+        failed = wait_for_job(client, job_id, {"failed"})
+        assert failed.error.code == "job_process_died"
+        assert "was killed (SIGKILL) 2 time(s)" in failed.error.message
+        events = [e.message for e in all_events(client, job_id)]
+        assert sum("the job goes back to the queue" in m for m in events) == 1
+
+
 @pytest.fixture
 def separate_settings(tmp_path: Path, toy_model_dir: Path) -> Settings:
     return jobs_settings_for(tmp_path / "home", toy_model_dir, embedded_worker=False)

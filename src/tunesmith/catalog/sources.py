@@ -96,7 +96,7 @@ def inspect_source(source: str, tasks: Sequence[str], *, cache_dir: Path) -> Sou
 
 def _inspect_folder(folder: Path, tasks: Sequence[str], *, weights_required: bool) -> SourceFacts:
     config = _read_config(folder)
-    layers = _safetensors_layers(folder)
+    layers = safetensors_layers(folder)
     if weights_required and layers is None:
         raise InvalidRequest(
             f"{folder} has no *.safetensors weights: save the model with "
@@ -129,7 +129,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _safetensors_layers(folder: Path) -> frozenset[str] | None:
+def safetensors_layers(folder: Path) -> frozenset[str] | None:
     """Modules with a 2-D weight, read from the safetensors headers (no tensor is loaded)."""
     files = sorted(folder.glob("*.safetensors"))
     if not files:

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tunesmith.catalog.registry import get_base_model
+from tunesmith.catalog.sources import safetensors_layers
 from tunesmith.catalog.spec import BaseModelSpec
 from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.validate import MIN_EXAMPLES, ValidationReport, validate_file
@@ -115,6 +116,10 @@ def check_files(
         default_target_modules=base.lora_target_modules,
         device_type=device_type,
     ).to_dict()
+    if resolved["strategy"] == "lora":
+        missing = _unknown_targets(resolved["target_modules"], parent, base_dir)
+        if missing:
+            return Outcome(error=("invalid_hyperparameters", missing, f"{where}.target_modules"))
     if parent is not None and parent.kind == "lora" and resolved["strategy"] == "lora":
         adapter = json.loads((Path(parent.path) / "adapter_config.json").read_text())
         resolved.update(
@@ -146,6 +151,22 @@ def apply_outcome(session: Session, job: JobRow, outcome: Outcome, *, now: int) 
 def base_spec(session: Session, job: JobRow) -> tuple[BaseModelSpec, ModelRow | None]:
     parent = session.get(ModelRow, job.parent_model) if job.parent_model else None
     return get_base_model(session, job.base_model), parent
+
+
+def _unknown_targets(targets: list[str], parent: ModelRow | None, base_dir: Path) -> str | None:
+    """Why ``targets`` cannot be adapted in the starting weights, or None if they can."""
+    weights = Path(parent.path) if parent is not None and parent.kind == "full" else base_dir
+    layers = safetensors_layers(weights)
+    if layers is None:
+        return None  # not readable here; the job process reports it
+    for target in targets:
+        if not any(name == target or name.endswith("." + target) for name in layers):
+            names = sorted({name.rsplit(".", 1)[-1] for name in layers})
+            return (
+                f"target_modules: {target!r} names no layer of the model; its layers are "
+                f"{', '.join(names)}."
+            )
+    return None
 
 
 def _first_error(report: ValidationReport, param: str) -> tuple[str, str, str] | None:
