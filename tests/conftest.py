@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures, by name)
 from tests.toy_model import build_toy_model_dir
 from tunesmith.api.app import create_app
 from tunesmith.settings import Settings
