@@ -28,19 +28,13 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tunesmith.catalog.models import materialize
-from tunesmith.catalog.registry import get_base_model
 from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.examples import ExampleError, TokenizedExample, load_examples
-from tunesmith.ids import new_id
-from tunesmith.jobs.events import add_event, add_metrics_event, forget_metrics_after, metrics_data
+from tunesmith.jobs.events import add_event, forget_metrics_after
 from tunesmith.jobs.finish import (
     fail,
     new_results_file_id,
@@ -48,176 +42,19 @@ from tunesmith.jobs.finish import (
     results_file_row,
     succeed,
 )
+from tunesmith.jobs.plan import JobPlan, plan_job
+from tunesmith.jobs.reporter import DbReporter, LostJob
 from tunesmith.jobs.spec import split_indices
-from tunesmith.registry import checkpoint_model_name, fine_tuned_name
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine, make_session_factory, transaction
-from tunesmith.store.tables import JobCheckpointRow, JobRow, ModelRow, ProjectRow
+from tunesmith.store.tables import JobRow, ModelRow
 from tunesmith.training.checkpoint import TRAINER_STATE, list_checkpoints
-from tunesmith.training.config import ResolvedConfig
 from tunesmith.training.loop import CHECKPOINTS, RESULTS, TrainResult, train
-from tunesmith.training.metrics import CheckpointInfo, StepMetrics, StopRequest
+from tunesmith.training.metrics import StopRequest
 
 log = logging.getLogger("tunesmith.job")
 PR_SET_PDEATHSIG = 1
-
-
-class LostJob(Exception):
-    """The job was claimed by another process; this one must stop without writing."""
-
-
-@dataclass(frozen=True, slots=True)
-class JobPlan:
-    """Everything the process needs, read from the database once at start."""
-
-    job_id: str
-    project_id: str
-    attempt: int
-    base_model: str
-    model_name: str  # the ft:… name the result will have
-    training_file: str
-    validation_file: str | None
-    validation_split: float | None
-    seed: int
-    config: ResolvedConfig
-    weights_dir: Path  # full weights training starts from (or adapters sit on)
-    weights_of: str | None  # the model id owning those weights, for a LoRA result
-    initial_adapter: Path | None  # a LoRA model being trained further
-    merge_adapter: Path | None  # a LoRA model to merge into the base before full training
-
-
-class DbReporter:
-    """The loop's :class:`~tunesmith.training.metrics.Reporter`, writing into the database."""
-
-    def __init__(self, sessions: sessionmaker[Session], plan: JobPlan) -> None:
-        self.sessions = sessions
-        self.plan = plan
-
-    def job(self, session: Session) -> JobRow:
-        """The job's row, or :class:`LostJob` if another process has claimed it since."""
-        job = session.get(JobRow, self.plan.job_id)
-        if job is None or job.attempt != self.plan.attempt:
-            raise LostJob(self.plan.job_id)
-        return job
-
-    def on_step(self, metrics: StepMetrics) -> None:
-        now = int(time.time())
-        with transaction(self.sessions) as session:
-            job = self.job(session)
-            add_metrics_event(session, job.id, metrics, now)
-            job.step = metrics.step
-            job.total_steps = metrics.total_steps
-            if job.status == "running":
-                job.estimated_finish = now + round(metrics.eta_seconds)
-
-    def on_checkpoint(self, checkpoint: CheckpointInfo) -> None:
-        now = int(time.time())
-        plan = self.plan
-        with transaction(self.sessions) as session:
-            job = self.job(session)
-            name = checkpoint_model_name(plan.model_name, checkpoint.step)
-            existing = session.get(ModelRow, name)
-            if existing is not None:  # written again after a resume: same step, new weights
-                session.query(JobCheckpointRow).filter(JobCheckpointRow.model_id == name).delete()
-                session.delete(existing)
-                session.flush()
-            session.add(
-                ModelRow(
-                    id=name,
-                    project_id=plan.project_id,
-                    job_id=plan.job_id,
-                    created_at=now,
-                    base_model=plan.base_model,
-                    kind=plan.config.strategy,
-                    weights_of=plan.weights_of if plan.config.strategy == "lora" else None,
-                    checkpoint_step=checkpoint.step,
-                    path=str(checkpoint.path),
-                )
-            )
-            metrics = metrics_data(checkpoint.metrics)
-            session.add(
-                JobCheckpointRow(
-                    id=new_id("ftckpt_"),
-                    job_id=job.id,
-                    created_at=now,
-                    step_number=checkpoint.step,
-                    metrics={k: v for k, v in metrics.items() if k in _CHECKPOINT_METRICS},
-                    model_id=name,
-                )
-            )
-            add_event(session, job.id, f"Checkpoint created at step {checkpoint.step}", now=now)
-            _forget_pruned(session, job.id)
-
-    def on_message(self, level: Literal["info", "warning"], message: str) -> None:
-        with transaction(self.sessions) as session:
-            job = self.job(session)
-            add_event(session, job.id, message, level="warn" if level == "warning" else "info")
-
-
-_CHECKPOINT_METRICS = frozenset(
-    {
-        "step",
-        "train_loss",
-        "train_mean_token_accuracy",
-        "valid_loss",
-        "valid_mean_token_accuracy",
-        "full_valid_loss",
-        "full_valid_mean_token_accuracy",
-    }
-)
-
-
-def _forget_pruned(session: Session, job_id: str) -> None:
-    """Checkpoints the loop pruned from disk stop being models."""
-    rows = session.scalars(
-        select(ModelRow).where(ModelRow.job_id == job_id, ModelRow.checkpoint_step.is_not(None))
-    )
-    for row in rows:
-        if not Path(row.path).exists():
-            session.query(JobCheckpointRow).filter(JobCheckpointRow.model_id == row.id).delete()
-            session.delete(row)
-
-
-def plan_job(session: Session, settings: Settings, job_id: str, attempt: int) -> JobPlan | None:
-    """The job's plan, or None if this process is not (or no longer) the one to run it."""
-    job = session.get(JobRow, job_id)
-    if job is None or job.attempt != attempt or job.status != "running":
-        return None
-    assert job.hyperparameters is not None
-    base = get_base_model(session, job.base_model)
-    project = session.get(ProjectRow, job.project_id)
-    assert project is not None
-    config = ResolvedConfig.from_dict(job.hyperparameters)
-    parent = session.get(ModelRow, job.parent_model) if job.parent_model else None
-    base_dir = materialize(base, settings.model_cache_dir())
-    weights_dir, weights_of = base_dir, base.id
-    initial_adapter = merge_adapter = None
-    if parent is not None:
-        if parent.kind == "full":
-            weights_dir, weights_of = Path(parent.path), parent.id
-        elif config.strategy == "lora":
-            initial_adapter, weights_of = Path(parent.path), parent.weights_of or base.id
-            owner = session.get(ModelRow, weights_of)
-            weights_dir = Path(owner.path) if owner is not None else base_dir
-        else:
-            merge_adapter = Path(parent.path)
-    return JobPlan(
-        job_id=job.id,
-        project_id=job.project_id,
-        attempt=attempt,
-        base_model=base.id,
-        model_name=fine_tuned_name(base=base.id, project=project, suffix=job.suffix, job_id=job.id),
-        training_file=job.training_file,
-        validation_file=job.validation_file,
-        validation_split=job.validation_split,
-        seed=job.seed,
-        config=config,
-        weights_dir=weights_dir,
-        weights_of=weights_of,
-        initial_adapter=initial_adapter,
-        merge_adapter=merge_adapter,
-    )
 
 
 def run_job(
