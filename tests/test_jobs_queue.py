@@ -1,11 +1,14 @@
-"""The durable queue and the transition table, on a real SQLite database: atomic claims,
-priority then first-in-first-out order, leases that expire, dead workers detected at once."""
+"""The durable queue and the transition table, on SQLite and on a real PostgreSQL server (each
+database-backed test runs on both): atomic claims under racing workers, priority then
+first-in-first-out order, leases that expire, dead workers detected at once, and the guards that
+keep a job's files and base model in place while it runs."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,14 +26,21 @@ from tunesmith.store.tables import JobRow
 NOW = 1_700_000_000.0
 
 
-@pytest.fixture
-def sessions(tmp_path: Path) -> sessionmaker[Session]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """The queue on both databases it runs on: SQLite (one machine) and a real PostgreSQL
+    server (workers on several machines), each fresh per test."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
     upgrade_to_head(engine)
     factory = make_session_factory(engine)
     with transaction(factory) as session:
         ensure_default_project(session, int(NOW))
-    return factory
+    yield factory
+    engine.dispose()
 
 
 def add_job(
@@ -83,26 +93,41 @@ def test_higher_priority_first_then_first_in_first_out(sessions: sessionmaker[Se
         job = session.get(JobRow, "urgent")
         assert job is not None
         assert (job.status, job.attempt, job.lease_owner) == ("running", 1, "host:1:a")
+        assert job.lease_expires_at == NOW + 30
 
 
 def test_a_job_is_claimed_by_exactly_one_of_many_workers(sessions: sessionmaker[Session]) -> None:
-    for i in range(5):
+    jobs, workers = 6, 12  # separate connections racing on PostgreSQL's row locks
+    for i in range(jobs):
         add_job(sessions, f"job-{i}", queued_at=NOW + i)
-    won: list[str] = []
-    barrier = threading.Barrier(8)
+    won: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(workers)
 
     def work(n: int) -> None:
-        barrier.wait()
-        result = claim(sessions, owner=f"host:{n}:w")
+        owner = f"host:{n}:w"
+        try:
+            barrier.wait()
+            result = claim(sessions, owner=owner)
+        except BaseException as error:  # surfaced below: a thread's failure must fail the test
+            errors.append(error)
+            return
         if result is not None:
-            won.append(result.job_id)
+            won.append((result.job_id, owner))
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(workers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(won) == [f"job-{i}" for i in range(5)]  # each once, none twice
+    assert errors == []
+    assert sorted(job for job, _ in won) == [f"job-{i}" for i in range(jobs)]  # each once
+    assert len({owner for _, owner in won}) == jobs  # no worker won two
+    with transaction(sessions) as session:
+        rows = {row.id: row for row in session.query(JobRow)}
+    for job_id, owner in won:  # the database agrees with what each winner was told
+        assert (rows[job_id].lease_owner, rows[job_id].attempt) == (owner, 1)
+        assert rows[job_id].status == "running"
 
 
 def test_a_held_lease_blocks_until_it_expires(sessions: sessionmaker[Session]) -> None:
@@ -119,6 +144,19 @@ def test_a_held_lease_blocks_until_it_expires(sessions: sessionmaker[Session]) -
     assert later is not None
     assert (later.job_id, later.from_status, later.restarts) == ("busy", "running", 1)
     assert later.previous_owner == "elsewhere:1:x"
+    with transaction(sessions) as session:
+        job = session.get(JobRow, "busy")
+        assert job is not None
+        assert (job.lease_owner, job.lease_expires_at) == ("me:2:y", NOW + 41)
+
+
+def test_renew_extends_only_the_owners_leases(sessions: sessionmaker[Session]) -> None:
+    add_job(sessions, "mine", status="running", owner="me:1:a", expires=NOW + 1)
+    add_job(sessions, "theirs", status="running", owner="them:1:b", expires=NOW + 1)
+    queue.renew(sessions, owner="me:1:a", job_ids=["mine", "theirs"], until=NOW + 99)
+    with transaction(sessions) as session:
+        assert session.get(JobRow, "mine").lease_expires_at == NOW + 99  # type: ignore[union-attr]
+        assert session.get(JobRow, "theirs").lease_expires_at == NOW + 1  # type: ignore[union-attr]
 
 
 def test_a_dead_worker_on_this_host_is_detected_at_once(sessions: sessionmaker[Session]) -> None:
@@ -134,15 +172,6 @@ def test_a_dead_worker_on_this_host_is_detected_at_once(sessions: sessionmaker[S
     assert not queue.owner_is_dead(queue.new_worker_id())  # this very process
     result = claim(sessions)
     assert result is not None and result.job_id == "orphan"
-
-
-def test_renew_extends_only_the_owners_leases(sessions: sessionmaker[Session]) -> None:
-    add_job(sessions, "mine", status="running", owner="me:1:a", expires=NOW + 1)
-    add_job(sessions, "theirs", status="running", owner="them:1:b", expires=NOW + 1)
-    queue.renew(sessions, owner="me:1:a", job_ids=["mine", "theirs"], until=NOW + 99)
-    with transaction(sessions) as session:
-        assert session.get(JobRow, "mine").lease_expires_at == NOW + 99  # type: ignore[union-attr]
-        assert session.get(JobRow, "theirs").lease_expires_at == NOW + 1  # type: ignore[union-attr]
 
 
 def test_transition_table_refuses_illegal_moves() -> None:

@@ -1,10 +1,9 @@
 """tunesmith on a real PostgreSQL server, the database its workers share in production: the
-migrations build the declared schema, the queue's claims stay atomic under concurrent workers,
-and a job runs from upload to a registered model with the whole service on PostgreSQL."""
+migrations build the declared schema, and a job runs from upload to a registered model with the
+whole service on PostgreSQL. (tests/test_jobs_queue.py runs every queue test on both databases.)"""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +12,11 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
-from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import TOY_BASE, LiveServer, jobs_settings_for, register_toy_base, run_live
 from tests.helpers import all_events, training_file, wait_for_job
-from tests.test_jobs_queue import NOW, add_job
 from tunesmith.api.app import create_app
-from tunesmith.auth import DEFAULT_PROJECT_ID, ensure_default_project
-from tunesmith.jobs import queue
+from tunesmith.auth import DEFAULT_PROJECT_ID
 from tunesmith.store.db import make_engine, make_session_factory, transaction
 from tunesmith.store.migrate import upgrade_to_head
 from tunesmith.store.tables import Base, JobRow
@@ -31,21 +27,6 @@ def engine(postgres_url: str) -> Iterator[Engine]:
     engine = make_engine(postgres_url)
     yield engine
     engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    upgrade_to_head(engine)
-    factory = make_session_factory(engine)
-    with transaction(factory) as session:
-        ensure_default_project(session, int(NOW))
-    return factory
-
-
-def claim(sessions: sessionmaker[Session], owner: str = "host:1:a") -> queue.Claim | None:
-    return queue.claim(
-        sessions, owner=owner, statuses=("queued", "running"), lease_seconds=30, now=NOW, start=True
-    )
 
 
 def test_migrations_build_exactly_the_declared_schema(engine: Engine) -> None:
@@ -64,82 +45,6 @@ def test_migrations_build_exactly_the_declared_schema(engine: Engine) -> None:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     assert again == head and len(head) == 1
     assert set(inspect(engine).get_table_names()) == tables
-
-
-def test_higher_priority_first_then_first_in_first_out(sessions: sessionmaker[Session]) -> None:
-    add_job(sessions, "late", queued_at=NOW + 2)
-    add_job(sessions, "early", queued_at=NOW + 1)
-    add_job(sessions, "urgent", queued_at=NOW + 3, priority=5)
-    order = [c.job_id for c in iter(lambda: claim(sessions), None)]
-    assert order == ["urgent", "early", "late"]
-    with transaction(sessions) as session:
-        job = session.get(JobRow, "urgent")
-        assert job is not None
-        assert (job.status, job.attempt, job.lease_owner) == ("running", 1, "host:1:a")
-        assert job.lease_expires_at == NOW + 30
-
-
-def test_a_job_is_claimed_by_exactly_one_of_many_workers(sessions: sessionmaker[Session]) -> None:
-    jobs, workers = 6, 12  # separate connections racing on PostgreSQL's row locks
-    for i in range(jobs):
-        add_job(sessions, f"job-{i}", queued_at=NOW + i)
-    won: list[tuple[str, str]] = []
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(workers)
-
-    def work(n: int) -> None:
-        owner = f"host:{n}:w"
-        try:
-            barrier.wait()
-            result = claim(sessions, owner=owner)
-        except BaseException as error:  # surfaced below: a thread's failure must fail the test
-            errors.append(error)
-            return
-        if result is not None:
-            won.append((result.job_id, owner))
-
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert sorted(job for job, _ in won) == [f"job-{i}" for i in range(jobs)]  # each once
-    assert len({owner for _, owner in won}) == jobs  # no worker won two
-    with transaction(sessions) as session:
-        rows = {row.id: row for row in session.query(JobRow)}
-    for job_id, owner in won:  # the database agrees with what each winner was told
-        assert (rows[job_id].lease_owner, rows[job_id].attempt) == (owner, 1)
-        assert rows[job_id].status == "running"
-
-
-def test_a_held_lease_blocks_until_it_expires(sessions: sessionmaker[Session]) -> None:
-    add_job(sessions, "busy", status="running", owner="elsewhere:1:x", expires=NOW + 10)
-    assert claim(sessions) is None
-    later = queue.claim(
-        sessions,
-        owner="me:2:y",
-        statuses=("running",),
-        lease_seconds=30,
-        now=NOW + 11,
-        start=True,
-    )
-    assert later is not None
-    assert (later.job_id, later.from_status, later.restarts) == ("busy", "running", 1)
-    assert later.previous_owner == "elsewhere:1:x"
-    with transaction(sessions) as session:
-        job = session.get(JobRow, "busy")
-        assert job is not None
-        assert (job.lease_owner, job.lease_expires_at) == ("me:2:y", NOW + 41)
-
-
-def test_renew_extends_only_the_owners_leases(sessions: sessionmaker[Session]) -> None:
-    add_job(sessions, "mine", status="running", owner="me:1:a", expires=NOW + 1)
-    add_job(sessions, "theirs", status="running", owner="them:1:b", expires=NOW + 1)
-    queue.renew(sessions, owner="me:1:a", job_ids=["mine", "theirs"], until=NOW + 99)
-    with transaction(sessions) as session:
-        assert session.get(JobRow, "mine").lease_expires_at == NOW + 99  # type: ignore[union-attr]
-        assert session.get(JobRow, "theirs").lease_expires_at == NOW + 1  # type: ignore[union-attr]
 
 
 @pytest.fixture
