@@ -117,6 +117,7 @@ def test_a_local_folder_is_registered_with_defaults(
         lora_target_modules=BUNDLED.lora_target_modules,
         lora_learning_rate=1e-3,
         full_learning_rate=5e-5,
+        created_at=NOW,
     )
     with transaction(sessions) as session:  # a row, read back by a new session
         assert get_base_model(session, "toy") == spec

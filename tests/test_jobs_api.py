@@ -100,8 +100,11 @@ def test_a_job_runs_from_upload_to_a_registered_model(jobs_live: LiveServer) -> 
     assert tuple(rows[0]) == RESULTS_COLUMNS
     assert [int(r["step"]) for r in rows] == list(range(1, 13))
 
-    ids = [m.id for m in client.models.list().data]
+    listed = client.models.list().data
+    ids = [m.id for m in listed]
     assert ids[0] == "SmolLM2-135M-Instruct" and TOY_BASE in ids
+    toy = listed[ids.index(TOY_BASE)]
+    assert toy.owned_by == "tunesmith" and toy.created > 0  # when the operator registered it
     assert done.fine_tuned_model in ids
     assert f"{done.fine_tuned_model}:ckpt-step-6" in ids
     model = client.models.retrieve(done.fine_tuned_model)

@@ -120,7 +120,7 @@ def names_of(session: Session, model_id: str) -> list[str]:
 
 
 def base_to_protocol(spec: BaseModelSpec) -> Model:
-    return Model(id=spec.id, created=0, owned_by=OWNER_OF_BASE_MODELS, kind="base")
+    return Model(id=spec.id, created=spec.created_at, owned_by=OWNER_OF_BASE_MODELS, kind="base")
 
 
 def model_to_protocol(row: ModelRow, names: list[str] | None = None) -> Model:

@@ -47,6 +47,7 @@ def row_to_spec(row: BaseModelRow) -> BaseModelSpec:
         lora_target_modules=tuple(row.lora_target_modules),
         lora_learning_rate=row.lora_learning_rate,
         full_learning_rate=row.full_learning_rate,
+        created_at=row.created_at,
     )
 
 

@@ -50,6 +50,8 @@ class BaseModelSpec:
     lora_target_modules: tuple[str, ...]
     lora_learning_rate: float
     full_learning_rate: float
+    created_at: int = 0
+    """When an operator registered it (Unix seconds); 0 for the built-in bundled model."""
 
 
 BUNDLED: Final = BaseModelSpec(
