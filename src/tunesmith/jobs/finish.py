@@ -14,7 +14,6 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from tunesmith.ids import new_id
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import TERMINAL, next_status
 from tunesmith.registry import register_name
@@ -99,10 +98,6 @@ def results_file_row(file_id: str, project_id: str, size: int, now: int) -> File
         created_at=now,
         status="processed",
     )
-
-
-def new_results_file_id() -> str:
-    return new_id("file-")
 
 
 def publish_model_folder(checkpoint: Path, destination: Path) -> Path:

@@ -34,10 +34,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.examples import ExampleError, TokenizedExample, load_examples
+from tunesmith.ids import new_id
 from tunesmith.jobs.events import add_event, forget_metrics_after
 from tunesmith.jobs.finish import (
     fail,
-    new_results_file_id,
     publish_model_folder,
     results_file_row,
     succeed,
@@ -242,7 +242,7 @@ def _finish(
         raise RuntimeError("training finished without a checkpoint")
     folder = publish_model_folder(final, settings.fine_tuned_dir(plan.job_id))
     results = (job_dir / RESULTS).read_bytes()
-    file_id = new_results_file_id()
+    file_id = new_id("file-")
     blobs.write_file(file_id, [results])
     committed = False
     try:

@@ -254,17 +254,11 @@ class Worker:
         job_dir.mkdir(parents=True, exist_ok=True)
         log_path = job_dir / "process.log"
         assignment = json.dumps([job_id, attempt, self.device(), str(log_path)]) + "\n"
-        process = self._spare if self._spare is not None else self._new_process()
-        self._spare = None
-        try:
-            assert process.stdin is not None
-            process.stdin.write(assignment.encode())
-            process.stdin.close()
-        except (BrokenPipeError, OSError):  # the spare died before it got work
-            process = self._new_process()
-            assert process.stdin is not None
-            process.stdin.write(assignment.encode())
-            process.stdin.close()
+        spare, self._spare = self._spare, None
+        process = _hand_over(spare, assignment) if spare is not None else None
+        if process is None:  # no spare, or it died before it got work
+            process = _hand_over(self._new_process(), assignment)
+            assert process is not None, "a new job process closed its stdin at once"
         with transaction(self.sessions) as session:
             job = session.get(JobRow, job_id)
             if job is not None and job.attempt == attempt:
@@ -341,6 +335,17 @@ class Worker:
                 if job is not None:
                     queue.release(session, job, self.id)
         self.children.clear()
+
+
+def _hand_over(process: subprocess.Popen[bytes], assignment: str) -> subprocess.Popen[bytes] | None:
+    """Gives a waiting job process its job; None if it is no longer there to take it."""
+    assert process.stdin is not None
+    try:
+        process.stdin.write(assignment.encode())
+        process.stdin.close()
+    except OSError:  # BrokenPipeError included
+        return None
+    return process
 
 
 def _send(process: subprocess.Popen[bytes], signum: int) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request
+from sqlalchemy.orm import Session
 
-from tunesmith.api.deps import Contributor, Reader, RuntimeDep, SessionDep, now
+from tunesmith.api.deps import Contributor, Reader, Runtime, RuntimeDep, SessionDep, now
+from tunesmith.auth import Principal
 from tunesmith.errors import InvalidRequest
 from tunesmith.jobs import service
 from tunesmith.jobs.spec import check_metadata, parse_job_request
@@ -81,9 +84,7 @@ def cancel_job(
     background: BackgroundTasks,
     runtime: RuntimeDep,
 ) -> Job:
-    job = service.cancel_job(session, principal.project_id, job_id, now=now())
-    background.add_task(runtime.wake_worker)
-    return service.job_to_protocol(job)
+    return _change(service.cancel_job, job_id, principal, session, background, runtime)
 
 
 @router.post("/{job_id}/pause", response_model=Job)
@@ -94,9 +95,7 @@ def pause_job(
     background: BackgroundTasks,
     runtime: RuntimeDep,
 ) -> Job:
-    job = service.pause_job(session, principal.project_id, job_id, now=now())
-    background.add_task(runtime.wake_worker)
-    return service.job_to_protocol(job)
+    return _change(service.pause_job, job_id, principal, session, background, runtime)
 
 
 @router.post("/{job_id}/resume", response_model=Job)
@@ -107,7 +106,19 @@ def resume_job(
     background: BackgroundTasks,
     runtime: RuntimeDep,
 ) -> Job:
-    job = service.resume_job(session, principal.project_id, job_id, now=now())
+    return _change(service.resume_job, job_id, principal, session, background, runtime)
+
+
+def _change(
+    change: Callable[..., JobRow],
+    job_id: str,
+    principal: Principal,
+    session: Session,
+    background: BackgroundTasks,
+    runtime: Runtime,
+) -> Job:
+    """Applies a lifecycle change and wakes the worker once it has committed."""
+    job = change(session, principal.project_id, job_id, now=now())
     background.add_task(runtime.wake_worker)
     return service.job_to_protocol(job)
 
