@@ -68,3 +68,30 @@ class PayloadTooLarge(TunesmithError):
 class ServerError(TunesmithError):
     status_code = 500
     error_type = "server_error"
+
+
+class RateLimited(TunesmithError):
+    """429: a deployment's requests-per-minute, tokens-per-minute or concurrency limit is
+    reached. ``headers`` (``retry-after``, ``x-ratelimit-*``) go out with the error."""
+
+    status_code = 429
+    error_type = "requests"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        headers: dict[str, str],
+        param: str | None = None,
+        code: str | None = "rate_limit_exceeded",
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.headers = headers
+
+
+class ServiceUnavailable(TunesmithError):
+    """503: a part the request needs (the model, an external moderation endpoint) is not
+    available now; retrying later may work."""
+
+    status_code = 503
+    error_type = "server_error"

@@ -27,6 +27,11 @@ Prefix = Literal[
     "wh_",
     "evt_",
     "whd_",
+    "dep_",
+    "depevt_",
+    "chatcmpl-",
+    "cmpl-",
+    "modr-",
 ]
 
 

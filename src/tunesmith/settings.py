@@ -9,10 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MB = 1024 * 1024
+
+
+class Prices(BaseModel):
+    """What usage costs, for the estimate in ``GET /v1/usage``. The defaults are illustrative
+    (per million tokens, per hour); set the figures your hardware and power cost you."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    currency: str = "USD"
+    input_per_million_tokens: float = Field(default=0.30, ge=0)
+    output_per_million_tokens: float = Field(default=1.20, ge=0)
+    training_per_million_tokens: float = Field(default=3.00, ge=0)
+    hosting_per_hour: float = Field(default=0.0, ge=0)
+    """Zero by default: a deployment on your own machine bills no hour; set it to your server's
+    hourly cost to compare with a cloud that bills every deployed model by the hour."""
 
 
 class Settings(BaseSettings):
@@ -92,6 +107,61 @@ class Settings(BaseSettings):
 
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     """How often the server looks for webhook deliveries that are due."""
+
+    # -- serving ------------------------------------------------------------------------------
+
+    serving_max_batch: int = Field(default=16, ge=1, le=256)
+    """Sequences one base model decodes together; requests beyond it wait for a free row."""
+
+    serving_max_adapters: int = Field(default=8, ge=1, le=1024)
+    """Adapters kept resident per base model; beyond it the least recently used is evicted and
+    loaded again on its next request (an r=8 SmolLM2 adapter is about 10 MB)."""
+
+    serving_base_idle_seconds: float = Field(default=900.0, gt=0)
+    """A base model no request has used for this long is unloaded, with its adapters."""
+
+    serving_threads: int | None = Field(default=None, ge=1)
+    """Torch threads of the generation thread; default: every core."""
+
+    serving_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Weights and KV cache at serving: "auto" is bfloat16 on CUDA, float32 on the CPU (exact
+    greedy answers, equal to what the model gives alone)."""
+
+    max_request_bytes: int = Field(default=1 * MB, ge=1024)
+    """Largest body accepted by the chat, completion and moderation endpoints."""
+
+    max_completion_tokens: int = Field(default=4096, ge=1)
+    """Upper bound of a request's ``max_tokens``; unset, a request may use the rest of the
+    context up to this."""
+
+    # -- deployments --------------------------------------------------------------------------
+
+    deployment_idle_seconds: float = Field(default=15 * 24 * 3600.0, gt=0)
+    """A deployment that served no request for this long is removed (Azure: 15 days)."""
+
+    default_requests_per_minute: int = Field(default=1000, ge=1)
+    """Requests-per-minute limit of a deployment created without one (Azure's default)."""
+
+    default_tokens_per_minute: int = Field(default=200_000, ge=1)
+    """Tokens-per-minute limit of a deployment created without one (Azure's default)."""
+
+    default_max_concurrent_requests: int = Field(default=32, ge=1)
+    """Requests of one deployment in flight at once, beyond which it answers 429."""
+
+    # -- content filter -----------------------------------------------------------------------
+
+    moderation_url: str | None = None
+    """An OpenAI-compatible moderation endpoint (``…/v1/moderations``) that replaces the
+    built-in rules-and-lexicon filter for deployments with the filter on."""
+
+    moderation_api_key: SecretStr | None = None
+    moderation_model: str | None = None
+    moderation_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+    # -- metering -----------------------------------------------------------------------------
+
+    prices: Prices = Field(default_factory=lambda: Prices())
+    """The price table ``GET /v1/usage`` estimates cost with (``TUNESMITH_PRICES`` as JSON)."""
 
     @field_validator("home")
     @classmethod

@@ -24,7 +24,8 @@ def _envelope(status: int, message: str, param: str | None, code: str | None) ->
 
 async def _tunesmith_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TunesmithError)
-    return JSONResponse(exc.to_envelope(), status_code=exc.status_code)
+    headers: dict[str, str] | None = getattr(exc, "headers", None)
+    return JSONResponse(exc.to_envelope(), status_code=exc.status_code, headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
