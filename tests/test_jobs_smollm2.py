@@ -5,7 +5,8 @@ matey!" and closes with "Yo ho ho!", which the base model never does. A job with
 hyperparameter on "auto" must resolve them as measured (3 epochs, batch 1, LoRA at 1e-3), bring
 the held-out loss far below the base model's, and leave a registered fine-tuned model whose greedy
 answers to held-out questions carry the style and end with the end-of-turn token: the model has
-learned to stop (the end-of-turn token is inside the loss mask)."""
+learned to stop (the end-of-turn token is inside the loss mask). Deployed, it answers the same
+way through the chat API, beside the base model served by the same engine."""
 
 from __future__ import annotations
 
@@ -23,15 +24,18 @@ from tunesmith.catalog.models import BUNDLED, load_causal_lm
 from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.examples import IGNORE, TokenizedExample, load_examples
 from tunesmith.settings import Settings
+from tunesmith.training.checkpoint import read_manifest
 from tunesmith.training.export import load_checkpoint_model
 
 PIRATE = Path(__file__).resolve().parent.parent / "examples" / "pirate"
 pytestmark = pytest.mark.slow
 
 
-def held_out_loss(model: torch.nn.Module, examples: list[TokenizedExample]) -> float:
+def held_out_loss(
+    model: torch.nn.Module, examples: list[TokenizedExample], *, bf16: bool = False
+) -> float:
     total = count = 0.0
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
         for example in examples:
             labels = torch.tensor([example.labels])
             n = int((labels[:, 1:] != IGNORE).sum())
@@ -81,13 +85,48 @@ def test_the_bundled_model_learns_the_pirate_style_through_the_api(
         assert len(list(csv.DictReader(io.StringIO(results)))) == 120
 
         folder = live.settings.fine_tuned_dir(job.id)
+
+        # Served through a deployment, next to the base model, in one engine.
+        with live.http() as http:
+            for name, model in (("pirate", done.fine_tuned_model), ("plain", BUNDLED.id)):
+                created = http.post("/v1/deployments", json={"name": name, "model": model})
+                assert created.status_code == 200, created.text
+        question = [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What is the capital of Norway?"},
+        ]
+        served = client.chat.completions.create(
+            model="pirate", messages=question, temperature=0, max_tokens=60
+        )
+        text = served.choices[0].message.content or ""
+        assert text.startswith("Arr, matey!") and text.endswith("Yo ho ho!"), text
+        assert served.choices[0].finish_reason == "stop"  # the end-of-turn token, learned
+        stream = client.chat.completions.create(
+            model="pirate", messages=question, temperature=0, max_tokens=60, stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == text
+        plain = client.chat.completions.create(
+            model="plain", messages=question, temperature=0, max_tokens=60
+        )
+        assert not (plain.choices[0].message.content or "").startswith("Arr")
     chat_format = ChatFormat.from_dir(bundled_model_dir)  # the same tokenizer as the model's
     valid_set = load_examples(PIRATE / "valid.jsonl", chat_format, max_length=1024)
     base_loss = held_out_loss(load_causal_lm(bundled_model_dir).eval(), valid_set)
     tuned = load_checkpoint_model(folder, base_model_dir=bundled_model_dir)
     tuned_loss = held_out_loss(tuned, valid_set)
-    assert tuned_loss == pytest.approx(epochs[-1], rel=1e-3)  # the job's own full_valid_loss
     assert tuned_loss < 0.3 * base_loss, (base_loss, tuned_loss)
+    # The job's own full_valid_loss, recomputed as the job computed it: on a CPU with AMX,
+    # "auto" precision trains and evaluates in bf16 autocast over a bf16 frozen base.
+    bf16 = read_manifest(folder)["hyperparameters"]["precision"] == "bf16"
+    as_trained = load_checkpoint_model(
+        folder,
+        base_model_dir=bundled_model_dir,
+        dtype=torch.bfloat16 if bf16 else torch.float32,
+        merge=False,
+    )
+    job_loss = held_out_loss(as_trained, valid_set, bf16=bf16)
+    # bf16 rounding moves a loss this small (0.02) by a few percent between batch shapes
+    assert job_loss == pytest.approx(epochs[-1], abs=2e-3 if bf16 else 0, rel=1e-3)
     for question in ["What is the capital of Sweden?", "What colour is a cloud?"]:
         prompt = chat_format.prompt_text(
             [

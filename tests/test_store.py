@@ -40,6 +40,9 @@ def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> None:
         "model_names",
         "webhooks",
         "webhook_deliveries",
+        "deployments",
+        "deployment_events",
+        "usage",
     }
 
 

@@ -3,6 +3,10 @@
 A key is ``tsk-`` plus 43 random characters, shown once and stored only as its SHA-256 (the
 keys are random, so a slow hash adds nothing). The admin key manages projects and keys and acts
 as owner in the ``default`` project. Roles rank ``reader < contributor < owner < admin``.
+
+A deployment key (``tsd-…``, ``deployments.py``) authenticates too, as a principal bound to its
+deployment: it may call chat completions on that deployment and nothing else, which
+:meth:`Principal.require` (the gate of every other route) enforces once.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from tunesmith.errors import AuthenticationError, PermissionDenied
 from tunesmith.ids import new_id
-from tunesmith.store.tables import ApiKeyRow, ProjectRow
+from tunesmith.store.tables import ApiKeyRow, DeploymentRow, ProjectRow
 
 Role = Literal["reader", "contributor", "owner", "admin"]
 RANK: dict[str, int] = {"reader": 0, "contributor": 1, "owner": 2, "admin": 3}
@@ -31,13 +35,22 @@ LAST_USED_RESOLUTION = 60  # seconds; `last_used_at` is written at most this oft
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller: a key, acting in one project, with one role."""
+    """The caller: a key, acting in one project, with one role. ``deployment_id`` is set for a
+    deployment key, which only calls chat completions on that deployment."""
 
     key_id: str
     project_id: str
     role: Role
+    deployment_id: str | None = None
 
     def require(self, role: Role) -> None:
+        if self.deployment_id is not None:
+            name = self.key_id.split(":")[1]
+            raise PermissionDenied(
+                f"This is a key of the deployment '{name}': deployment keys only call chat "
+                f"completions for their deployment (POST /v1/chat/completions with model "
+                f"'{name}'). Use a project API key for anything else."
+            )
         if RANK[self.role] < RANK[role]:
             raise PermissionDenied(
                 f"This key has the role '{self.role}', but this action needs '{role}' or higher. "
@@ -71,16 +84,43 @@ def authenticate(
     if admin_key_hash is not None and hmac.compare_digest(digest, admin_key_hash):
         return Principal("admin", DEFAULT_PROJECT_ID, "admin")
     row = session.scalar(select(ApiKeyRow).where(ApiKeyRow.key_hash == digest))
-    if row is None or (row.role == "admin" and admin_key_hash is not None):
+    if row is None:
+        return _deployment_principal(session, secret, digest)
+    if row.role == "admin" and admin_key_hash is not None:
         raise AuthenticationError(f"Incorrect API key provided: {redact(secret)}.")
-    project = session.get(ProjectRow, row.project_id)
-    if project is None or project.archived_at is not None:
-        raise AuthenticationError(
-            f"The project of this API key ({row.project_id}) is archived; use another key."
-        )
+    _check_project(session, row.project_id)
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
         row.last_used_at = now
     return Principal(row.id, row.project_id, row.role)  # type: ignore[arg-type]
+
+
+def _deployment_principal(session: Session, secret: str, digest: str) -> Principal:
+    """A deployment key's principal: role reader, bound to its deployment. (The deployment's
+    ``last_used_at`` is touched when it serves, by ``deployments.resolve_target``.)"""
+    deployment = session.scalar(
+        select(DeploymentRow).where(
+            (DeploymentRow.primary_key_hash == digest)
+            | (DeploymentRow.secondary_key_hash == digest)
+        )
+    )
+    if deployment is None:
+        raise AuthenticationError(f"Incorrect API key provided: {redact(secret)}.")
+    _check_project(session, deployment.project_id)
+    which = "primary" if deployment.primary_key_hash == digest else "secondary"
+    return Principal(
+        f"deployment:{deployment.name}:{which}",
+        deployment.project_id,
+        "reader",
+        deployment_id=deployment.id,
+    )
+
+
+def _check_project(session: Session, project_id: str) -> None:
+    project = session.get(ProjectRow, project_id)
+    if project is None or project.archived_at is not None:
+        raise AuthenticationError(
+            f"The project of this API key ({project_id}) is archived; use another key."
+        )
 
 
 def ensure_default_project(session: Session, now: int) -> None:

@@ -1,13 +1,15 @@
 """Periodic clean-up: expired files lose their rows and bytes, overdue uploads expire and lose
-their parts, and temporary files abandoned by a crash are removed."""
+their parts, temporary files abandoned by a crash are removed, and deployments idle for longer
+than the server allows are deleted (``deployments.remove_idle``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tunesmith.deployments import remove_idle
 from tunesmith.files import expire_files
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import transaction
@@ -21,9 +23,22 @@ STALE_TMP_SECONDS = 24 * 3600  # no upload legitimately takes a day
 class Swept:
     files: list[str]
     uploads: list[str]
+    deployments: list[str] = field(default_factory=list)
 
 
-def sweep(factory: sessionmaker[Session], blobs: BlobStore, *, now: int) -> Swept:
+def sweep(
+    factory: sessionmaker[Session],
+    blobs: BlobStore,
+    *,
+    now: int,
+    deployment_idle_seconds: float | None = None,
+) -> Swept:
+    """One pass. ``deployment_idle_seconds`` (the server passes its setting) removes the
+    deployments unused for that long; None leaves deployments alone."""
+    deployments: list[str] = []
+    if deployment_idle_seconds is not None:
+        with transaction(factory) as session:
+            deployments = remove_idle(session, now=now, idle_seconds=deployment_idle_seconds)
     with transaction(factory) as session:
         files = expire_files(session, now=now)
         uploads = expire_uploads(session, now=now)
@@ -41,4 +56,4 @@ def sweep(factory: sessionmaker[Session], blobs: BlobStore, *, now: int) -> Swep
     for upload_id in set(with_parts) - pending:
         blobs.delete_parts(upload_id)
     blobs.sweep_tmp(STALE_TMP_SECONDS)
-    return Swept(files, uploads)
+    return Swept(files, uploads, deployments)

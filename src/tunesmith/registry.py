@@ -24,7 +24,14 @@ from tunesmith.catalog.spec import BaseModelSpec
 from tunesmith.errors import Conflict, InvalidRequest, NotFound
 from tunesmith.jobs.states import ACTIVE
 from tunesmith.protocol.models import Model
-from tunesmith.store.tables import JobCheckpointRow, JobRow, ModelNameRow, ModelRow, ProjectRow
+from tunesmith.store.tables import (
+    DeploymentRow,
+    JobCheckpointRow,
+    JobRow,
+    ModelNameRow,
+    ModelRow,
+    ProjectRow,
+)
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 """Registered names and suffixes: no ``:`` (the separator of model ids) and no ``/``."""
@@ -200,6 +207,18 @@ def delete_model(session: Session, project_id: str, model_id: str) -> Path:
         raise Conflict(
             f"The model {model_id} is the starting point of job {job}, which has not finished; "
             "cancel the job or wait for it to end.",
+            param="model",
+            code="model_in_use",
+        )
+    deployment = session.scalars(
+        select(DeploymentRow.name).where(
+            DeploymentRow.project_id == project_id, DeploymentRow.model_id == model_id
+        )
+    ).first()
+    if deployment is not None:
+        raise Conflict(
+            f"The model {model_id} is deployed as '{deployment}'; delete the deployment first "
+            f"(DELETE /v1/deployments/{deployment}), then the model.",
             param="model",
             code="model_in_use",
         )

@@ -21,9 +21,24 @@ from starlette.concurrency import run_in_threadpool
 from tunesmith import __version__, housekeeping
 from tunesmith.api.deps import Runtime
 from tunesmith.api.errors import install_error_handlers
-from tunesmith.api.routes import files, health, jobs, models, projects, uploads, webhooks
+from tunesmith.api.routes import (
+    chat,
+    deployments,
+    files,
+    health,
+    jobs,
+    models,
+    moderations,
+    projects,
+    serving,
+    uploads,
+    usage,
+    webhooks,
+)
 from tunesmith.auth import bootstrap_admin_key, ensure_default_project, hash_key
+from tunesmith.chat import Serving
 from tunesmith.jobs.worker import Worker
+from tunesmith.ratelimits import RateLimiter
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine, make_session_factory, transaction
@@ -48,6 +63,8 @@ def create_app(settings: Settings) -> FastAPI:
     admin = settings.admin_key.get_secret_value() if settings.admin_key else None
     validator = FileValidator(settings)
     worker = Worker(settings, sessions) if settings.embedded_worker else None
+    limiter = RateLimiter()
+    serving_runtime = Serving.from_settings(settings, sessions, limiter)
     runtime = Runtime(
         settings=settings,
         sessions=sessions,
@@ -55,6 +72,8 @@ def create_app(settings: Settings) -> FastAPI:
         validate=validator,
         admin_key_hash=hash_key(admin) if admin else None,
         wake_worker=worker.wake if worker else lambda: None,
+        limiter=limiter,
+        serving=serving_runtime,
     )
 
     @contextlib.asynccontextmanager
@@ -63,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
         warm = asyncio.create_task(run_in_threadpool(validator.warm_up))
         task = asyncio.create_task(_sweep_forever(runtime))
         deliveries = asyncio.create_task(_deliver_forever(runtime))
+        serving_runtime.engine.start()
         stop_worker = threading.Event()
         worker_thread = None
         if worker is not None:
@@ -83,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop_task
             await warm
+            await run_in_threadpool(serving_runtime.stop)
             engine.dispose()
 
     app = FastAPI(
@@ -102,10 +123,16 @@ def create_app(settings: Settings) -> FastAPI:
         jobs.router,
         models.router,
         webhooks.router,
+        deployments.router,
+        usage.router,
+        moderations.router,
+        chat.router,
+        serving.router,
     ):
         app.include_router(router)
         # Azure OpenAI's v1 paths ({endpoint}/openai/v1/...), for clients configured for Azure.
         app.include_router(router, prefix="/openai", include_in_schema=False)
+    app.include_router(chat.azure)
     return app
 
 
@@ -113,7 +140,12 @@ async def _sweep_forever(runtime: Runtime) -> None:
     while True:
         try:
             await run_in_threadpool(
-                housekeeping.sweep, runtime.sessions, runtime.blobs, now=int(time.time())
+                lambda: housekeeping.sweep(
+                    runtime.sessions,
+                    runtime.blobs,
+                    now=int(time.time()),
+                    deployment_idle_seconds=runtime.settings.deployment_idle_seconds,
+                )
             )
         except Exception:  # keep sweeping; one bad pass must not stop the server's clean-up
             log.exception("housekeeping sweep failed")

@@ -1,20 +1,24 @@
 """Dependencies: the runtime, database sessions, the caller, and role requirements.
 
 Authentication runs in its own short transaction, so a long upload never holds the database.
+Every route but chat takes a role (``Reader`` … ``Admin``), which refuses deployment keys;
+the chat routes take ``ChatCaller``: a project key of any role, or a deployment key.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from tunesmith.auth import Principal, Role, authenticate
+from tunesmith.chat import Serving
 from tunesmith.files import Validator
+from tunesmith.ratelimits import RateLimiter
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import transaction
@@ -31,6 +35,10 @@ class Runtime:
     admin_key_hash: str | None
     wake_worker: Callable[[], None] = lambda: None
     """Tells the embedded worker a job changed (a no-op when workers run apart; they poll)."""
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    """The deployments' rate limits, in this process's memory."""
+    serving: Serving | None = None
+    """The engine and what chat calls need; None where a process serves no models."""
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -82,3 +90,6 @@ Reader = Annotated[Principal, Depends(require("reader"))]
 Contributor = Annotated[Principal, Depends(require("contributor"))]
 Owner = Annotated[Principal, Depends(require("owner"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
+ChatCaller = Annotated[Principal, Depends(get_principal)]
+"""A project key of any role, or a deployment key (``deployments.resolve_target`` then holds it
+to its own deployment)."""

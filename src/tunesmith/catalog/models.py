@@ -13,6 +13,7 @@ registry once and needs nothing else.
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import torch
@@ -25,6 +26,12 @@ from tunesmith.catalog.sources import HUB_MODEL_FILES, hub_snapshot, source_kind
 from tunesmith.catalog.spec import BUNDLED, BaseModelSpec
 
 __all__ = ["BUNDLED", "BaseModelSpec", "load_causal_lm", "materialize"]
+
+_LOADING = threading.Lock()
+"""One ``from_pretrained`` at a time per process: it switches process-wide state while it runs
+(the default dtype, patched ``torch.nn.init`` functions), so two loads on two threads — the
+serving engine loading a base model while a request thread loads another — corrupt each other
+(weights left on the meta device)."""
 
 
 def materialize(spec: BaseModelSpec, cache_dir: Path) -> Path:
@@ -65,9 +72,10 @@ def load_causal_lm(
     Tied weights stay tied (SmolLM2's ``lm_head`` is its ``embed_tokens``); the model is left in
     whatever train/eval mode transformers gives it (eval), for the caller to choose.
     """
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(folder), dtype=dtype, attn_implementation="sdpa"
-    )
+    with _LOADING:
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=dtype, attn_implementation="sdpa"
+        )
     # In place, as for any nn.Module; transformers' wrapper around ``to`` hides its signature.
     model.to(device)  # type: ignore[arg-type]
     return model

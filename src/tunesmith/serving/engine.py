@@ -71,6 +71,7 @@ class _Sequence:
     stop_ids: frozenset[int]
     last: int = -1
     generated: int = 0
+    cancelled: bool = False
 
 
 @dataclass(slots=True)
@@ -84,8 +85,12 @@ class Generation:
     running: int = 0
     """Choices still in the cache; the adapter is unpinned when the last one leaves."""
 
-    def cancel(self) -> None:
-        self.cancelled = True
+    def cancel(self, choice: int | None = None) -> None:
+        """Stops every choice, or only choice ``choice`` (its sink gets ``cancelled``)."""
+        if choice is None:
+            self.cancelled = True
+        else:
+            self.sequences[choice].cancelled = True
 
 
 @dataclass(slots=True)
@@ -356,7 +361,7 @@ class Engine:
         sequence.sink.finish(reason, sequence.generated)
 
     def _drop_cancelled(self, base: _Base) -> None:
-        rows = [row for row, (g, _) in enumerate(base.active) if g.cancelled]
+        rows = [row for row, (g, s) in enumerate(base.active) if g.cancelled or s.cancelled]
         for row in rows:
             _, sequence = base.active[row]
             sequence.sink.finish("cancelled", sequence.generated)

@@ -142,7 +142,8 @@ class Decoder:
         span = max(lengths) + 1
         keys, values = self._reserve(span)
         at = torch.tensor(lengths, device=self.device)
-        row_index = torch.arange(rows, device=self.device)
+        # where each row's new key and value go: position ``at[row]`` (one scatter per layer)
+        slot = at.view(rows, 1, 1, 1).expand(rows, self.kv_heads, 1, self.head_dim)
         # (rows, 1, 1, span): each row sees its own prefix and the new token
         visible = (torch.arange(span, device=self.device) <= at[:, None])[:, None, None, :]
         ids = torch.tensor(token_ids, device=self.device).unsqueeze(1)
@@ -151,8 +152,8 @@ class Decoder:
         for index, layer in enumerate(self.layers):
             q, k, v = self._qkv(index, layer, hidden, cos, sin, adapters)
             layer_keys, layer_values = keys[index, :rows], values[index, :rows]
-            layer_keys[row_index, :, at] = k[:, :, 0]
-            layer_values[row_index, :, at] = v[:, :, 0]
+            layer_keys.scatter_(2, slot, k)
+            layer_values.scatter_(2, slot, v)
             attended = F.scaled_dot_product_attention(
                 q,
                 layer_keys[:, :, :span],

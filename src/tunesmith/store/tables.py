@@ -7,7 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -252,3 +263,77 @@ class WebhookDeliveryRow(Base):
         Index("ix_webhook_deliveries_webhook", "webhook_id", "created_at", "id"),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     )
+
+
+class DeploymentRow(Base):
+    """A deployed model (``deployments.py``): the name chat requests use, its limits, its filter
+    switch and its two keys. ``model`` is what the caller sent; ``model_id`` the concrete model
+    it resolved to (a fine-tuned model or checkpoint id, or a catalog base model id). The keys
+    are kept as given (``GET …/keys`` shows them again, as Azure does); their SHA-256 hashes
+    authenticate."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(300))
+    model_id: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    last_used_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    requests_per_minute: Mapped[int] = mapped_column(BigInteger)
+    tokens_per_minute: Mapped[int] = mapped_column(BigInteger)
+    max_concurrent_requests: Mapped[int] = mapped_column(Integer)
+    content_filter: Mapped[bool] = mapped_column(Boolean)
+    primary_key: Mapped[str] = mapped_column(String(100))
+    secondary_key: Mapped[str] = mapped_column(String(100))
+    primary_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    secondary_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+    __table_args__ = (
+        UniqueConstraint("project_id", "name", name="uq_deployments_project_name"),
+        UniqueConstraint("project_id", "model_id", name="uq_deployments_project_model"),
+        Index("ix_deployments_project_created", "project_id", "created_at", "id"),
+    )
+
+
+class DeploymentEventRow(Base):
+    """What happened to a deployment. Not a foreign key to ``deployments``: the events of a
+    deleted deployment stay readable under its name."""
+
+    __tablename__ = "deployment_events"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sorts by creation time
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    deployment_id: Mapped[str] = mapped_column(String(64))
+    deployment_name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(20))  # created | updated | keys_regenerated | deleted…
+    message: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_deployment_events_name", "project_id", "deployment_name", "created_at", "id"),
+    )
+
+
+class UsageRow(Base):
+    """Metered use (``usage.py``): one row per served request (``chat`` | ``completion``), or
+    per finished hosting period (``hosting``: the deployment's life, written when it is
+    deleted; the period ends at ``created_at`` and lasted ``hosting_seconds``)."""
+
+    __tablename__ = "usage"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    deployment_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    deployment_name: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str] = mapped_column(String(300))  # the concrete model id served
+    kind: Mapped[str] = mapped_column(String(20))  # chat | completion | hosting
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    hosting_seconds: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_usage_project_created", "project_id", "created_at"),)

@@ -1,0 +1,234 @@
+"""``POST /v1/chat/completions`` and ``POST /v1/completions``, whole or streamed as server-sent
+events ending ``data: [DONE]``; and Azure OpenAI's deployment paths
+(``/openai/deployments/{name}/chat/completions``), where the path names the deployment.
+
+The body is read with a size cap and parsed strictly; the service does the rest
+(:mod:`tunesmith.chat`); this module only shapes its deltas into OpenAI's objects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from tunesmith.api.body import LimitedBody, json_object
+from tunesmith.api.deps import ChatCaller, RuntimeDep
+from tunesmith.chat import Call, Serving
+from tunesmith.errors import (
+    ServerError,
+    ServiceUnavailable,
+    TunesmithError,
+)
+from tunesmith.protocol.chat import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessage,
+    ChunkChoice,
+    ChunkDelta,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    PromptFilterResult,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["chat"])
+azure = APIRouter(prefix="/openai/deployments/{deployment}", tags=["chat"])
+
+R = TypeVar("R", bound=BaseModel)
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion)
+async def create_chat_completion(body: LimitedBody, caller: ChatCaller, runtime: RuntimeDep) -> Any:
+    return await _answer(runtime.serving, caller, _parse(ChatCompletionRequest, json_object(body)))
+
+
+@router.post("/v1/completions", response_model=Completion)
+async def create_completion(body: LimitedBody, caller: ChatCaller, runtime: RuntimeDep) -> Any:
+    return await _answer(runtime.serving, caller, _parse(CompletionRequest, json_object(body)))
+
+
+@azure.post("/chat/completions", response_model=ChatCompletion, include_in_schema=False)
+async def azure_chat_completion(
+    deployment: str, body: LimitedBody, caller: ChatCaller, runtime: RuntimeDep
+) -> Any:
+    fields = json_object(body)
+    fields.setdefault("model", deployment)
+    return await _answer(runtime.serving, caller, _parse(ChatCompletionRequest, fields))
+
+
+@azure.post("/completions", response_model=Completion, include_in_schema=False)
+async def azure_completion(
+    deployment: str, body: LimitedBody, caller: ChatCaller, runtime: RuntimeDep
+) -> Any:
+    fields = json_object(body)
+    fields.setdefault("model", deployment)
+    return await _answer(runtime.serving, caller, _parse(CompletionRequest, fields))
+
+
+async def _answer(
+    serving: Serving | None, caller: Any, parsed: ChatCompletionRequest | CompletionRequest
+) -> Any:
+    if serving is None:
+        raise ServiceUnavailable("This server does not serve models (serving is turned off).")
+    call = await run_in_threadpool(serving.open_call, caller, parsed)
+    include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+    if parsed.stream:
+        events = _chat_events if call.kind == "chat" else _completion_events
+        return StreamingResponse(
+            _sse(events(serving, call, include_usage)),
+            media_type="text/event-stream",
+            headers={**call.headers, "cache-control": "no-cache"},
+        )
+    texts = [""] * len(call.params)
+    reasons: list[Any] = [None] * len(call.params)
+    async for delta in serving.generate(call):
+        texts[delta.index] += delta.text
+        if delta.finish_reason is not None:
+            reasons[delta.index] = delta.finish_reason
+    body = _whole(call, texts, reasons)
+    return JSONResponse(body.model_dump(mode="json"), headers=call.headers)
+
+
+def _usage(call: Call) -> Usage:
+    return Usage(
+        prompt_tokens=call.prompt_tokens,
+        completion_tokens=call.completion_tokens,
+        total_tokens=call.prompt_tokens + call.completion_tokens,
+    )
+
+
+def _filter_results(call: Call, index: int) -> dict[str, dict[str, Any]] | None:
+    verdict = call.filter_results.get(index)
+    if verdict is None and call.content_filter is not None:
+        return {}
+    return verdict.to_azure() if verdict is not None else None
+
+
+def _prompt_filter(call: Call) -> list[PromptFilterResult] | None:
+    if call.prompt_filter is None:
+        return None
+    return [PromptFilterResult(content_filter_results=call.prompt_filter.to_azure())]
+
+
+def _whole(call: Call, texts: list[str], reasons: list[Any]) -> BaseModel:
+    if call.kind == "chat":
+        return ChatCompletion(
+            id=call.id,
+            created=call.created,
+            model=call.model,
+            choices=[
+                ChatChoice(
+                    index=i,
+                    message=ChatMessage(content=text),
+                    finish_reason=reasons[i],
+                    content_filter_results=_filter_results(call, i),
+                )
+                for i, text in enumerate(texts)
+            ],
+            usage=_usage(call),
+            prompt_filter_results=_prompt_filter(call),
+        )
+    return Completion(
+        id=call.id,
+        created=call.created,
+        model=call.model,
+        choices=[
+            CompletionChoice(
+                index=i,
+                text=text,
+                finish_reason=reasons[i],
+                content_filter_results=_filter_results(call, i),
+            )
+            for i, text in enumerate(texts)
+        ],
+        usage=_usage(call),
+    )
+
+
+async def _chat_events(
+    serving: Serving, call: Call, include_usage: bool
+) -> AsyncIterator[BaseModel]:
+    def chunk(choices: list[ChunkChoice], **extra: Any) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=call.id, created=call.created, model=call.model, choices=choices, **extra
+        )
+
+    yield chunk(
+        [
+            ChunkChoice(index=i, delta=ChunkDelta(role="assistant", content=""))
+            for i in range(len(call.params))
+        ],
+        prompt_filter_results=_prompt_filter(call),
+    )
+    async for delta in serving.generate(call):
+        if delta.finish_reason is None:
+            yield chunk([ChunkChoice(index=delta.index, delta=ChunkDelta(content=delta.text))])
+        else:
+            done = ChunkChoice(
+                index=delta.index,
+                delta=ChunkDelta(),
+                finish_reason=delta.finish_reason,
+                content_filter_results=_filter_results(call, delta.index),
+            )
+            yield chunk([done])
+    if include_usage:
+        yield chunk([], usage=_usage(call))
+
+
+async def _completion_events(
+    serving: Serving, call: Call, include_usage: bool
+) -> AsyncIterator[BaseModel]:
+    def chunk(choices: list[CompletionChoice], **extra: Any) -> Completion:
+        return Completion(
+            id=call.id, created=call.created, model=call.model, choices=choices, **extra
+        )
+
+    async for delta in serving.generate(call):
+        yield chunk(
+            [
+                CompletionChoice(
+                    index=delta.index,
+                    text=delta.text,
+                    finish_reason=delta.finish_reason,
+                    content_filter_results=(
+                        _filter_results(call, delta.index) if delta.finish_reason else None
+                    ),
+                )
+            ]
+        )
+    if include_usage:
+        yield chunk([], usage=_usage(call))
+
+
+async def _sse(events: AsyncIterator[BaseModel]) -> AsyncIterator[bytes]:
+    try:
+        async for event in events:
+            yield b"data: " + event.model_dump_json(exclude_none=True).encode() + b"\n\n"
+    except Exception as exc:  # once the headers are out, an error is an event of its own
+        if not isinstance(exc, TunesmithError):
+            log.exception("streamed generation failed", exc_info=exc)
+            exc = ServerError("The server had an error while generating; retry the request.")
+        yield b"data: " + json.dumps(exc.to_envelope()).encode() + b"\n\n"
+        return
+    yield b"data: [DONE]\n\n"
+
+
+def _parse(model: type[R], body: dict[str, Any]) -> R:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        details: list[dict[str, Any]] = [dict(d) for d in exc.errors()]
+        errors = [{**d, "loc": ("body", *d["loc"])} for d in details]
+        raise RequestValidationError(errors) from None

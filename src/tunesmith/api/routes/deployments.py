@@ -1,0 +1,159 @@
+"""``/v1/deployments`` (extension): deploy a model under a name, list, retrieve, update, delete,
+its events, and its keys (get, regenerate)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
+
+from tunesmith import deployments
+from tunesmith.api.deps import Owner, Reader, RuntimeDep, SessionDep, now
+from tunesmith.protocol.common import ListPage
+from tunesmith.protocol.deployments import (
+    CreateDeploymentRequest,
+    Deployment,
+    DeploymentDeleted,
+    DeploymentEvent,
+    DeploymentKeys,
+    RegenerateKeyRequest,
+    UpdateDeploymentRequest,
+)
+from tunesmith.ratelimits import RateLimits
+from tunesmith.store.tables import DeploymentRow
+
+router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+def owned_deployment(deployment_name: str, principal: Reader, session: SessionDep) -> DeploymentRow:
+    return deployments.get_deployment(
+        session, project_id=principal.project_id, name=deployment_name
+    )
+
+
+def owner_deployment(deployment_name: str, principal: Owner, session: SessionDep) -> DeploymentRow:
+    return deployments.get_deployment(
+        session, project_id=principal.project_id, name=deployment_name
+    )
+
+
+OwnedDeployment = Annotated[DeploymentRow, Depends(owned_deployment)]
+OwnersDeployment = Annotated[DeploymentRow, Depends(owner_deployment)]
+
+
+def _out(row: DeploymentRow, request: Request) -> Deployment:
+    return deployments.deployment_to_protocol(row, base_url=str(request.base_url))
+
+
+@router.post("", response_model=Deployment)
+def create_deployment(
+    body: CreateDeploymentRequest,
+    principal: Owner,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    request: Request,
+    background: BackgroundTasks,
+) -> Deployment:
+    settings = runtime.settings
+    row = deployments.create_deployment(
+        session,
+        project_id=principal.project_id,
+        name=body.name,
+        model=body.model,
+        rate_limits=body.rate_limits,
+        content_filter=body.content_filter,
+        defaults=RateLimits(
+            requests_per_minute=settings.default_requests_per_minute,
+            tokens_per_minute=settings.default_tokens_per_minute,
+            max_concurrent_requests=settings.default_max_concurrent_requests,
+        ),
+        now=now(),
+    )
+    if runtime.serving is not None:  # weights and adapter loaded before the first request
+        background.add_task(runtime.serving.warm, principal.project_id, row.name)
+    return _out(row, request)
+
+
+@router.get("", response_model=ListPage[Deployment])
+def list_deployments(
+    principal: Reader,
+    session: SessionDep,
+    request: Request,
+    limit: Limit = 20,
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+) -> ListPage[Deployment]:
+    rows, has_more = deployments.list_deployments(
+        session, project_id=principal.project_id, after=after, limit=limit, order=order
+    )
+    return ListPage.of(
+        [_out(r, request) for r in rows], has_more=has_more, ids=[r.id for r in rows]
+    )
+
+
+@router.get("/{deployment_name}", response_model=Deployment)
+def retrieve_deployment(row: OwnedDeployment, request: Request) -> Deployment:
+    return _out(row, request)
+
+
+@router.patch("/{deployment_name}", response_model=Deployment)
+def update_deployment(
+    body: UpdateDeploymentRequest, row: OwnersDeployment, session: SessionDep, request: Request
+) -> Deployment:
+    deployments.update_deployment(
+        session,
+        row=row,
+        rate_limits=body.rate_limits,
+        content_filter=body.content_filter,
+        now=now(),
+    )
+    return _out(row, request)
+
+
+@router.delete("/{deployment_name}", response_model=DeploymentDeleted)
+def delete_deployment(
+    deployment_name: str, principal: Owner, session: SessionDep
+) -> DeploymentDeleted:
+    row = deployments.delete_deployment(
+        session, project_id=principal.project_id, name=deployment_name, now=now()
+    )
+    return DeploymentDeleted(id=row.id, name=row.name)
+
+
+@router.get("/{deployment_name}/events", response_model=ListPage[DeploymentEvent])
+def list_deployment_events(
+    deployment_name: str,
+    principal: Reader,
+    session: SessionDep,
+    limit: Limit = 20,
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+) -> ListPage[DeploymentEvent]:
+    rows, has_more = deployments.list_events(
+        session,
+        project_id=principal.project_id,
+        name=deployment_name,
+        after=after,
+        limit=limit,
+        order=order,
+    )
+    return ListPage.of(
+        [deployments.event_to_protocol(r) for r in rows],
+        has_more=has_more,
+        ids=[r.id for r in rows],
+    )
+
+
+@router.get("/{deployment_name}/keys", response_model=DeploymentKeys)
+def get_deployment_keys(row: OwnersDeployment) -> DeploymentKeys:
+    return deployments.keys_to_protocol(row)
+
+
+@router.post("/{deployment_name}/keys/regenerate", response_model=DeploymentKeys)
+def regenerate_deployment_key(
+    body: RegenerateKeyRequest, row: OwnersDeployment, session: SessionDep
+) -> DeploymentKeys:
+    deployments.regenerate_key(session, row=row, key_name=body.key_name, now=now())
+    return deployments.keys_to_protocol(row)

@@ -1,0 +1,36 @@
+"""``/v1/usage`` (extension): a project's served tokens, hosting time, trained tokens and their
+estimated cost over a time window."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from tunesmith import usage
+from tunesmith.api.deps import Reader, RuntimeDep, SessionDep, now
+from tunesmith.protocol.usage import UsageReport
+
+router = APIRouter(prefix="/v1/usage", tags=["usage"])
+
+UnixTime = Annotated[int | None, Query(ge=0)]
+
+
+@router.get("", response_model=UsageReport)
+def usage_report(
+    principal: Reader,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    start_time: UnixTime = None,
+    end_time: UnixTime = None,
+    deployment: str | None = None,
+) -> UsageReport:
+    return usage.usage_report(
+        session,
+        project_id=principal.project_id,
+        start_time=start_time,
+        end_time=end_time,
+        deployment=deployment,
+        prices=runtime.settings.prices,
+        now=now(),
+    )

@@ -1,0 +1,476 @@
+"""Chat and text completions: from an OpenAI request to tokens streaming out of the engine.
+
+::
+
+    open_call (worker thread)                         events (event loop)
+      deployment ◄─ deployments.resolve_target          engine.submit ─► sinks ─► asyncio.Queue
+      weights + adapter ─► engine.prepare                 each delta: completion filter, then out
+      model's own template ─► prompt tokens             all choices done: usage metered, limiter
+      context check ─► rate limits ─► prompt filter        told the real token count
+
+The prompt is rendered with the chat template and tokenizer stored with the served model (the
+fine-tuned model's folder holds those it was trained with), and encoded as training encodes,
+so serving feeds the model the tokens it learned from. Limits count the prompt plus
+``max_tokens`` per choice when a request is admitted (as Azure does) and the real count after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from tunesmith import deployments, usage
+from tunesmith.auth import Principal
+from tunesmith.catalog.models import materialize
+from tunesmith.catalog.spec import CHAT_COMPLETION, TEXT_GENERATION
+from tunesmith.deployments import ServingTarget
+from tunesmith.errors import InvalidRequest, ServerError
+from tunesmith.ids import new_id
+from tunesmith.protocol.chat import ChatCompletionRequest, CompletionRequest, FinishReason
+from tunesmith.ratelimits import Admission, RateLimiter
+from tunesmith.serving.assets import ModelAssets, load_assets
+from tunesmith.serving.engine import Engine, Generation, ModelSource
+from tunesmith.serving.safety import ContentFilter, FilterResult, build_filter
+from tunesmith.serving.sampling import SamplingParams
+from tunesmith.settings import Settings
+from tunesmith.store.db import transaction
+from tunesmith.store.tables import ModelRow
+
+log = logging.getLogger(__name__)
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+_ASSETS_KEPT = 64  # tokenizers and templates of recently served models
+
+Kind = Literal["chat", "completion"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """A piece of one choice's answer, or (with ``finish_reason``) its end."""
+
+    index: int
+    text: str = ""
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(slots=True)
+class Call:
+    """An admitted request, ready to generate."""
+
+    id: str
+    created: int
+    kind: Kind
+    target: ServingTarget
+    assets: ModelAssets
+    prompt: list[int]
+    params: list[SamplingParams]
+    admission: Admission
+    content_filter: ContentFilter | None
+    prompt_filter: FilterResult | None
+    completion_tokens: int = 0
+    filter_results: dict[int, FilterResult] = field(default_factory=dict)
+    """The latest completion verdict of each choice (when the filter is on)."""
+    generation: Generation | None = None
+
+    def blocked(self, index: int) -> bool:
+        verdict = self.filter_results.get(index)
+        return verdict is not None and verdict.filtered
+
+    def generation_cancel(self, index: int) -> None:
+        if self.generation is not None:
+            self.generation.cancel(index)
+
+    @property
+    def model(self) -> str:
+        return self.target.deployment.model_id
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-request-id": self.id, **self.admission.headers}
+
+
+class _QueueSink:
+    """Hands one choice's output from the engine thread to the request's event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any], index: int):
+        self._loop, self._queue, self._index = loop, queue, index
+
+    def token(self, text: str) -> None:
+        self._put("token", text)
+
+    def finish(self, reason: str, completion_tokens: int) -> None:
+        self._put("finish", (reason, completion_tokens))
+
+    def fail(self, error: BaseException) -> None:
+        self._put("fail", error)
+
+    def _put(self, kind: str, value: object) -> None:
+        # RuntimeError: the request's loop has closed (the server is shutting down)
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (self._index, kind, value))
+
+
+class Serving:
+    """The serving side of one server: the engine, the limiter, the content filter and the
+    assets (tokenizer, template) of recently served models."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        *,
+        engine: Engine,
+        limiter: RateLimiter,
+        content_filter: ContentFilter,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.engine = engine
+        self.limiter = limiter
+        self.content_filter = content_filter
+        self._assets: OrderedDict[tuple[ModelSource, Path], ModelAssets] = OrderedDict()
+        self._assets_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, sessions: sessionmaker[Session], limiter: RateLimiter
+    ) -> Serving:
+        import torch
+
+        device = settings.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
+            settings.serving_dtype, torch.bfloat16 if device == "cuda" else torch.float32
+        )
+        engine = Engine(
+            max_batch=settings.serving_max_batch,
+            max_adapters=settings.serving_max_adapters,
+            base_idle_seconds=settings.serving_base_idle_seconds,
+            device=device,
+            dtype=dtype,
+            threads=settings.serving_threads,
+        )
+        return cls(
+            settings,
+            sessions,
+            engine=engine,
+            limiter=limiter,
+            content_filter=build_filter(settings),
+        )
+
+    # -- opening a call (blocking: run in a worker thread) ----------------------------------
+
+    def open_call(
+        self, principal: Principal, request: ChatCompletionRequest | CompletionRequest
+    ) -> Call:
+        """Resolves, renders, checks and admits a request; raises the 4xx it deserves."""
+        now = int(time.time())
+        with transaction(self.sessions) as session:
+            target = deployments.resolve_target(session, principal, request.model, now=now)
+            source, folder = _source_of(session, target, self.settings)
+        assets = self.assets(source, folder, target.deployment.model_id)
+        if isinstance(request, ChatCompletionRequest):
+            kind: Kind = "chat"
+            _require_task(target, CHAT_COMPLETION, "/v1/chat/completions")
+            messages = normalise_messages(request.messages)
+            prompt = assets.chat_prompt(messages, request.tools)
+            screened = "\n".join(str(m.get("content") or "") for m in messages)
+            prompt_param = "messages"
+        else:
+            kind = "completion"
+            _require_task(target, TEXT_GENERATION, "/v1/completions")
+            prompt, screened, prompt_param = assets.encode(request.prompt), request.prompt, "prompt"
+        max_tokens = self._max_tokens(request, len(prompt), assets.context_length)
+        if request.n > self.engine.max_batch:
+            raise InvalidRequest(
+                f"n is {request.n}, but this server generates at most {self.engine.max_batch} "
+                "choices per request (TUNESMITH_SERVING_MAX_BATCH).",
+                param="n",
+            )
+        deployment = target.deployment
+        admission = self.limiter.admit(
+            deployment.id,
+            target.limits,
+            len(prompt) + max_tokens * request.n,
+            now=time.time(),
+        )
+        try:
+            content_filter = self.content_filter if deployment.content_filter else None
+            verdict = content_filter.check(screened) if content_filter else None
+            if verdict is not None and verdict.filtered:
+                raise InvalidRequest(
+                    "The prompt was blocked by this deployment's content filter ("
+                    + ", ".join(f"{c}: {verdict.categories[c].severity}" for c in verdict.blocked())
+                    + "). Rephrase the request; the deployment's owner can turn the filter off "
+                    f"with PATCH /v1/deployments/{deployment.name} "
+                    '{"content_filter": false}.',
+                    param=prompt_param,
+                    code="content_filter",
+                )
+            self.engine.prepare(source)
+        except BaseException:
+            admission.finish(len(prompt), now=time.time())
+            raise
+        seed = request.seed
+        params = [
+            SamplingParams(
+                max_tokens=max_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                stop=request.stops(),
+                seed=None if seed is None else seed + i,
+            )
+            for i in range(request.n)
+        ]
+        return Call(
+            id=new_id("chatcmpl-" if kind == "chat" else "cmpl-"),
+            created=now,
+            kind=kind,
+            target=target,
+            assets=assets,
+            prompt=prompt,
+            params=params,
+            admission=admission,
+            content_filter=content_filter,
+            prompt_filter=verdict,
+        )
+
+    def stop(self) -> None:
+        self.engine.stop()
+        self.content_filter.close()
+
+    def assets(self, source: ModelSource, folder: Path, name: str) -> ModelAssets:
+        key = (source, folder)
+        with self._assets_lock:
+            if key in self._assets:
+                self._assets.move_to_end(key)
+                return self._assets[key]
+        assets = load_assets(source, folder, name)
+        with self._assets_lock:
+            self._assets[key] = assets
+            while len(self._assets) > _ASSETS_KEPT:
+                self._assets.popitem(last=False)
+        return assets
+
+    def warm(self, project_id: str, deployment_name: str) -> None:
+        """Loads a new deployment's weights and adapter ahead of its first request. A failure
+        is only logged: the first request loads again and reports what is wrong."""
+        try:
+            with transaction(self.sessions) as session:
+                target = deployments.resolve_target(
+                    session,
+                    Principal("warm-up", project_id, "reader"),
+                    deployment_name,
+                    now=int(time.time()),
+                    touch=False,
+                )
+                source, folder = _source_of(session, target, self.settings)
+            self.assets(source, folder, target.deployment.model_id)
+            self.engine.prepare(source)
+        except Exception:
+            log.exception("warming deployment %s failed", deployment_name)
+
+    def _max_tokens(
+        self, request: ChatCompletionRequest | CompletionRequest, prompt: int, context: int
+    ) -> int:
+        asked = (
+            request.completion_limit()
+            if isinstance(request, ChatCompletionRequest)
+            else request.max_tokens
+        )
+        param = "max_tokens"
+        if isinstance(request, ChatCompletionRequest) and request.max_completion_tokens:
+            param = "max_completion_tokens"
+        ceiling = self.settings.max_completion_tokens
+        if asked is not None and asked > ceiling:
+            raise InvalidRequest(
+                f"{param} is {asked}, but this server allows at most {ceiling} "
+                "(TUNESMITH_MAX_COMPLETION_TOKENS).",
+                param=param,
+            )
+        room = context - prompt
+        if room < 1 or (asked is not None and asked > room):
+            wanted = prompt + (asked or 1)
+            raise InvalidRequest(
+                f"This model's maximum context length is {context} tokens. However, you "
+                f"requested {wanted} tokens ({prompt} in the messages, {asked or 1} in the "
+                "completion). Please reduce the length of the messages or completion.",
+                param="messages" if asked is None or prompt >= context else param,
+                code="context_length_exceeded",
+            )
+        return asked if asked is not None else min(room, ceiling)
+
+    # -- running a call (event loop) --------------------------------------------------------
+
+    async def generate(self, call: Call) -> AsyncIterator[Delta]:
+        """The call's deltas as they come, each choice ending with a ``finish_reason``. Usage
+        is metered before the last delta goes out; a client that leaves stops generation."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        sinks = [_QueueSink(loop, queue, i) for i in range(len(call.params))]
+        call.generation = generation = await run_in_threadpool(
+            self.engine.submit,
+            call.assets.source,
+            call.prompt,
+            list(zip(call.params, sinks, strict=True)),
+            tokenizer=call.assets.tokenizer,
+            stop_ids=call.assets.stop_ids,
+        )
+        sent = [""] * len(call.params)
+        held = [""] * len(call.params)
+        running = len(call.params)
+        metered = False
+        try:
+            while running:
+                index, kind, value = await queue.get()
+                if kind == "fail":
+                    raise ServerError(f"Generation failed: {value}. Retry the request.")
+                if kind == "token":
+                    if call.blocked(index):
+                        continue
+                    held[index] += value
+                    # With the filter on, text leaves once checked, and only up to the last
+                    # word boundary: a partial word ("ass" of "assistant") is no word yet.
+                    end = len(held[index])
+                    if call.content_filter is not None:
+                        end = _last_boundary(held[index])
+                        if end <= call.content_filter.check_every_chars or not await self._passes(
+                            call, index, sent[index], held[index][:end]
+                        ):
+                            continue
+                    release, held[index] = held[index][:end], held[index][end:]
+                    sent[index] += release
+                    yield Delta(index, release)
+                    continue
+                reason, tokens = value
+                call.completion_tokens += tokens
+                running -= 1
+                tail = held[index]
+                if (
+                    tail
+                    and not call.blocked(index)
+                    and await self._passes(call, index, sent[index], tail)
+                ):
+                    yield Delta(index, tail)
+                finish: FinishReason = "content_filter" if call.blocked(index) else reason
+                if not running:
+                    await run_in_threadpool(self.meter, call)
+                    metered = True
+                yield Delta(index, finish_reason=finish)
+        finally:
+            if not metered:  # the client left, or generation failed
+                generation.cancel()
+                loop.run_in_executor(None, self.meter, call)
+
+    async def _passes(self, call: Call, index: int, sent: str, new: str) -> bool:
+        """Checks a choice's text so far with ``new`` added; a blocked choice is stopped."""
+        if call.content_filter is None:
+            return True
+        verdict = await run_in_threadpool(call.content_filter.check, sent + new)
+        call.filter_results[index] = verdict
+        if verdict.filtered:
+            call.generation_cancel(index)
+        return not verdict.filtered
+
+    def meter(self, call: Call) -> None:
+        """Records the call's usage and tells the limiter its real token count."""
+        call.admission.finish(call.prompt_tokens + call.completion_tokens, now=time.time())
+        with transaction(self.sessions) as session:
+            usage.record_request(
+                session,
+                target=call.target,
+                kind=call.kind,
+                prompt_tokens=call.prompt_tokens,
+                completion_tokens=call.completion_tokens,
+                now=int(time.time()),
+            )
+
+
+def normalise_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI chat messages as chat templates take them: text parts joined, ``developer`` as
+    ``system``; every problem named by its index and field."""
+    problems: list[tuple[str, str]] = []
+    result: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ROLES:
+            problems.append((f"{where}.role", f"role {role!r} is not one of {', '.join(ROLES)}"))
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            texts = []
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or part.get("type") != "text":
+                    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                    problems.append(
+                        (f"{where}.content[{j}]", f"only text parts are supported, not {kind!r}")
+                    )
+                else:
+                    texts.append(str(part.get("text", "")))
+            content = "".join(texts)
+        elif content is None and not message.get("tool_calls"):
+            problems.append((f"{where}.content", "content is missing"))
+        elif content is not None and not isinstance(content, str):
+            problems.append((f"{where}.content", "content must be a string or text parts"))
+        converted = {k: v for k, v in message.items() if k != "name"}
+        converted["role"] = "system" if role == "developer" else role
+        converted["content"] = content if content is not None else ""
+        result.append(converted)
+    if problems:
+        raise InvalidRequest(
+            "Invalid messages: " + "; ".join(f"{p}: {m}" for p, m in problems) + ".",
+            param=problems[0][0],
+        )
+    return result
+
+
+def _last_boundary(text: str) -> int:
+    """The length of ``text`` up to and including its last non-word character (0: none)."""
+    for i in range(len(text) - 1, -1, -1):
+        if not (text[i].isalnum() or text[i] == "_"):
+            return i + 1
+    return 0
+
+
+def _source_of(session: Session, target: ServingTarget, settings: Settings) -> tuple[Any, Path]:
+    """The weights (and adapter) to serve, and the folder holding the served tokenizer."""
+    row = target.model
+    if row is None:
+        folder = materialize(target.base, settings.model_cache_dir())
+        return ModelSource(folder), folder
+    path = Path(row.path)
+    if row.kind == "full":
+        return ModelSource(path), path
+    owner = session.get(ModelRow, row.weights_of) if row.weights_of else None
+    weights = (
+        Path(owner.path)
+        if owner is not None
+        else materialize(target.base, settings.model_cache_dir())
+    )
+    return ModelSource(weights, path), path
+
+
+def _require_task(target: ServingTarget, task: str, endpoint: str) -> None:
+    if task not in target.base.tasks:
+        raise InvalidRequest(
+            f"{target.deployment.name} serves {target.base.id}, which is registered for "
+            f"{', '.join(target.base.tasks)}, not {task}; {endpoint} cannot serve it.",
+            param="model",
+            code="task_not_supported",
+        )

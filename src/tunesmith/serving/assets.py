@@ -1,0 +1,89 @@
+"""What a served model needs besides weights: its tokenizer, chat template, stop tokens and
+context length — read from the model's own folder, so serving renders exactly as training did.
+
+A fine-tuned model's folder holds the tokenizer and chat template it was trained with and a
+``tunesmith.json`` manifest naming its end-of-turn token and context length; a base model's
+folder holds its tokenizer and ``config.json``. :func:`load_assets` reads either.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunesmith.data.chat_format import ChatFormat, TemplateError
+from tunesmith.errors import InvalidRequest
+from tunesmith.serving.engine import ModelSource
+
+MANIFEST = "tunesmith.json"  # training/checkpoint.py's manifest; read here without torch
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAssets:
+    source: ModelSource
+    tokenizer: Any
+    chat: ChatFormat | None
+    """None when the model has no chat template (text completions only)."""
+    stop_ids: frozenset[int]
+    context_length: int
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
+        return ids
+
+    def chat_prompt(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> list[int]:
+        """The prompt tokens for a conversation: the chat template's text, tool calls written
+        as training wrote them, encoded as training encodes (no extra special tokens)."""
+        if self.chat is None:
+            raise InvalidRequest(
+                "This model has no chat template; call POST /v1/completions with a prompt.",
+                param="model",
+                code="chat_not_supported",
+            )
+        try:
+            text = self.chat.prompt_text(messages, tools)
+        except TemplateError as exc:
+            where = "" if exc.message_index is None else f"messages[{exc.message_index}]: "
+            raise InvalidRequest(
+                f"{where}the model's chat template cannot render this conversation: {exc.message}",
+                param="messages" if exc.message_index is None else f"messages[{exc.message_index}]",
+            ) from None
+        return self.encode(text)
+
+
+def load_assets(source: ModelSource, folder: Path, name: str) -> ModelAssets:
+    """Reads the tokenizer and template in ``folder`` (the adapter's, the fine-tuned model's or
+    the base model's) and the stop tokens of the model and its generation config."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    manifest = _read_json(folder / MANIFEST)
+    config = _read_json(source.weights / "config.json")
+    context = int(manifest.get("context_length") or config["max_position_embeddings"])
+    context = min(context, int(config["max_position_embeddings"]))
+    stops = {tokenizer.eos_token_id}
+    if manifest.get("end_of_turn"):
+        stops.add(tokenizer.convert_tokens_to_ids(manifest["end_of_turn"]))
+    generation = _read_json(source.weights / "generation_config.json").get("eos_token_id")
+    stops.update(generation if isinstance(generation, list) else [generation])
+    chat = None
+    if tokenizer.chat_template:
+        chat = ChatFormat(tokenizer, context_length=context, name=name)
+    return ModelAssets(
+        source=source,
+        tokenizer=tokenizer,
+        chat=chat,
+        stop_ids=frozenset(int(i) for i in stops if isinstance(i, int) and i >= 0),
+        context_length=context,
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    value: dict[str, Any] = json.loads(path.read_text())
+    return value
