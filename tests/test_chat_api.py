@@ -258,6 +258,28 @@ def test_a_limit_crossed_answers_429_with_rate_limit_headers(jobs_api: LiveServe
         assert name in headers
 
 
+def test_a_client_that_leaves_mid_stream_frees_its_slot_and_is_metered(
+    jobs_api: LiveServer,
+) -> None:
+    deploy(jobs_api, "one", TOY_BASE, rate_limits={"max_concurrent_requests": 1})
+    body = {"model": "one", "messages": HELLO, "max_tokens": 200, "stream": True}
+    with jobs_api.http() as http, http.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        next(r.iter_lines())  # the stream has started; then the client hangs up
+    deadline = time.monotonic() + 10
+    while True:  # the engine stops the abandoned answer and the slot comes back
+        try:
+            answer = greedy(jobs_api.client(), "one", max_tokens=2)
+            break
+        except openai.RateLimitError:
+            assert time.monotonic() < deadline, "the abandoned stream still holds its slot"
+            time.sleep(0.05)
+    with jobs_api.http() as http:
+        (entry,) = http.get("/v1/usage", params={"deployment": "one"}).json()["deployments"]
+    assert entry["requests"] == 2  # the abandoned answer is metered too
+    assert entry["completion_tokens"] >= answer.usage.completion_tokens
+
+
 def test_tokens_per_minute_counts_max_tokens_when_admitting(jobs_api: LiveServer) -> None:
     deploy(jobs_api, "few", TOY_BASE, rate_limits={"tokens_per_minute": 100})
     with pytest.raises(openai.RateLimitError) as refused:

@@ -142,6 +142,20 @@ def test_a_request_joins_a_running_batch_and_leaves_it_when_done(
     assert long.text == long_alone
 
 
+def test_a_row_moved_into_a_freed_one_keeps_its_adapter(
+    engine: Engine, toy_model_dir: Path, adapters: list[Path], tokenizer: object
+) -> None:
+    first, second = (ModelSource(toy_model_dir, a) for a in adapters)
+    alone = [submit(engine, s, tokenizer, max_tokens=60).text for s in (first, second)]
+    running = submit(engine, first, tokenizer, max_tokens=60)
+    while running.first_at is None:
+        time.sleep(0.001)
+    short = submit(engine, ModelSource(toy_model_dir), tokenizer, max_tokens=3)  # row 1
+    moved = submit(engine, second, tokenizer, max_tokens=60)  # row 2, then row 1
+    assert short.text and not moved.done.is_set()
+    assert [running.text, moved.text] == alone
+
+
 def test_choices_share_a_prompt_and_follow_their_seeds(
     engine: Engine, toy_model_dir: Path, tokenizer: object
 ) -> None:

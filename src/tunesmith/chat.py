@@ -143,6 +143,8 @@ class Serving:
         self.limiter = limiter
         self.content_filter = content_filter
         self._assets: OrderedDict[tuple[ModelSource, Path], ModelAssets] = OrderedDict()
+        self._tokenizers: dict[str, ModelAssets] = {}
+        """Loaded tokenizers by fingerprint, shared by the models whose files are identical."""
         self._assets_lock = threading.Lock()
 
     @classmethod
@@ -260,7 +262,7 @@ class Serving:
             if key in self._assets:
                 self._assets.move_to_end(key)
                 return self._assets[key]
-        assets = load_assets(source, folder, name)
+        assets = load_assets(source, folder, name, known=self._tokenizers)
         with self._assets_lock:
             self._assets[key] = assets
             while len(self._assets) > _ASSETS_KEPT:
@@ -328,7 +330,7 @@ class Serving:
             call.assets.source,
             call.prompt,
             list(zip(call.params, sinks, strict=True)),
-            tokenizer=call.assets.tokenizer,
+            tokenizer=call.assets.decoder,
             stop_ids=call.assets.stop_ids,
         )
         sent = [""] * len(call.params)
@@ -381,7 +383,10 @@ class Serving:
         """Checks a choice's text so far with ``new`` added; a blocked choice is stopped."""
         if call.content_filter is None:
             return True
-        verdict = await run_in_threadpool(call.content_filter.check, sent + new)
+        if call.content_filter.check_every_chars:  # a network request: off the event loop
+            verdict = await run_in_threadpool(call.content_filter.check, sent + new)
+        else:  # a local filter, microseconds a check
+            verdict = call.content_filter.check(sent + new)
         call.filter_results[index] = verdict
         if verdict.filtered:
             call.generation_cancel(index)

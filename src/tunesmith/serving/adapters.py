@@ -70,42 +70,100 @@ def load_adapter(
 
 
 class RowAdapters:
-    """The adapters of one decode batch, row by row, ready for batched matmuls.
+    """Each decode row's adapter, ready for batched matmuls as rows come and go.
 
-    Built when the batch's composition changes (a request joins or leaves), not every step.
-    ``delta(slot, x)`` is the LoRA update of every row for one projection, or None when no row
-    adapts it.
+    A batch on one adapter (or on none) multiplies by that adapter's pair directly. A batch that
+    mixes adapters keeps, per projection, stacks ``(rows, in, r)`` and ``(rows, r, out)`` of every
+    row's pair (ranks zero-padded; zeros for rows without an adapter) and adds
+    ``bmm(bmm(x, A), B)``. The stacks are written row by row when a row changes — a request
+    joining or leaving costs two small copies per projection, not a rebuild — and are allocated
+    only while adapters mix.
     """
 
-    def __init__(self, rows: list[Adapter | None]) -> None:
-        used = {a.key: a for a in rows if a is not None}
-        self.single: Adapter | None = None
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.rows: list[Adapter | None] = []
         self._stacks: dict[Slot, tuple[torch.Tensor, torch.Tensor]] = {}
-        if len(used) == 1 and all(a is not None for a in rows):
-            self.single = next(iter(used.values()))  # the common case: one plain matmul pair
-            return
-        slots = {slot for adapter in used.values() for slot in adapter.pairs}
-        rank = max((a.rank for a in used.values()), default=0)
-        for slot in slots:
-            a_rows, b_rows = [], []
-            reference = next(a.pairs[slot] for a in used.values() if slot in a.pairs)
-            for adapter in rows:
-                pair = adapter.pairs.get(slot) if adapter is not None else None
-                a, b = pair if pair is not None else (reference[0][:0], reference[1][:, :0])
-                a_rows.append(torch.nn.functional.pad(a, (0, 0, 0, rank - a.shape[0])))
-                b_rows.append(torch.nn.functional.pad(b, (0, rank - b.shape[1])))
-            # (rows, in, r) and (rows, r, out): contiguous operands for torch.bmm
-            self._stacks[slot] = (
-                torch.stack(a_rows).transpose(1, 2).contiguous(),
-                torch.stack(b_rows).transpose(1, 2).contiguous(),
-            )
+        self._rank = 0
+        self._stale: set[int] = set()
+        self._changed = True
+        self._single: Adapter | None = None
+        self._mixed = False
+
+    @classmethod
+    def of(cls, adapters: list[Adapter | None]) -> RowAdapters:
+        rows = cls(max(1, len(adapters)))
+        for adapter in adapters:
+            rows.append(adapter)
+        return rows
+
+    def append(self, adapter: Adapter | None) -> None:
+        self.rows.append(adapter)
+        self._stale.add(len(self.rows) - 1)
+        self._changed = True
+
+    def move(self, source: int, target: int) -> None:
+        """Row ``target`` takes row ``source``'s adapter (the engine keeps rows dense)."""
+        self.rows[target] = self.rows[source]
+        self._stale.add(target)
+        self._changed = True
+
+    def pop(self) -> None:
+        self.rows.pop()
+        self._stale.discard(len(self.rows))
+        self._changed = True
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self._stacks.clear()
+        self._stale.clear()
+        self._changed = True
 
     def delta(self, slot: Slot, x: torch.Tensor) -> torch.Tensor | None:
-        """``x`` is ``(rows, tokens, in)``; the update is ``(rows, tokens, out)``."""
-        if self.single is not None:
-            pair = self.single.pairs.get(slot)
+        """``x`` is ``(rows, tokens, in)``; the update is ``(rows, tokens, out)``, or None when
+        no row adapts this projection."""
+        if self._changed:
+            self._refresh()
+        if self._single is not None:
+            pair = self._single.pairs.get(slot)
             return None if pair is None else (x @ pair[0].T) @ pair[1].T
-        stack = self._stacks.get(slot)
+        stack = self._stacks.get(slot) if self._mixed else None
         if stack is None:
             return None
-        return torch.bmm(torch.bmm(x, stack[0]), stack[1])
+        rows = x.shape[0]
+        return torch.bmm(torch.bmm(x, stack[0][:rows]), stack[1][:rows])
+
+    def _refresh(self) -> None:
+        self._changed = False
+        used = {a.key: a for a in self.rows if a is not None}
+        self._single = None
+        self._mixed = False
+        if not used:
+            return
+        if len(used) == 1 and all(a is not None for a in self.rows):
+            self._single = next(iter(used.values()))
+            return
+        self._mixed = True
+        rank = max(a.rank for a in used.values())
+        missing = {slot for a in used.values() for slot in a.pairs} - set(self._stacks)
+        if rank > self._rank or missing:  # (re)allocate, then write every row
+            self._rank = max(rank, self._rank)
+            for each in used.values():
+                for slot, (a, b) in each.pairs.items():
+                    if slot not in self._stacks or self._stacks[slot][0].shape[2] < self._rank:
+                        self._stacks[slot] = (
+                            a.new_zeros(self.capacity, a.shape[1], self._rank),
+                            b.new_zeros(self.capacity, self._rank, b.shape[0]),
+                        )
+            self._stale = set(range(len(self.rows)))
+        for row in self._stale:
+            owner = self.rows[row]
+            for slot, (stack_a, stack_b) in self._stacks.items():
+                pair = owner.pairs.get(slot) if owner is not None else None
+                stack_a[row].zero_()
+                stack_b[row].zero_()
+                if pair is not None:
+                    r = pair[0].shape[0]
+                    stack_a[row, :, :r] = pair[0].T
+                    stack_b[row, :r, :] = pair[1].T
+        self._stale.clear()

@@ -8,6 +8,8 @@ folder holds its tokenizer and ``config.json``. :func:`load_assets` reads either
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,14 @@ from tunesmith.errors import InvalidRequest
 from tunesmith.serving.engine import ModelSource
 
 MANIFEST = "tunesmith.json"  # training/checkpoint.py's manifest; read here without torch
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +38,14 @@ class ModelAssets:
     """None when the model has no chat template (text completions only)."""
     stop_ids: frozenset[int]
     context_length: int
+
+    @property
+    def decoder(self) -> Any:
+        """What turns generated ids into text: the fast tokenizer itself (microseconds a call)
+        unless the tokenizer cleans up spaces after decoding, which only its wrapper does."""
+        if getattr(self.tokenizer, "clean_up_tokenization_spaces", False):
+            return self.tokenizer
+        return self.tokenizer.backend_tokenizer
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
@@ -55,31 +73,53 @@ class ModelAssets:
         return self.encode(text)
 
 
-def load_assets(source: ModelSource, folder: Path, name: str) -> ModelAssets:
+def load_assets(
+    source: ModelSource, folder: Path, name: str, *, known: dict[str, ModelAssets]
+) -> ModelAssets:
     """Reads the tokenizer and template in ``folder`` (the adapter's, the fine-tuned model's or
-    the base model's) and the stop tokens of the model and its generation config."""
+    the base model's) and the stop tokens of the model and its generation config.
+
+    ``known`` maps fingerprints of tokenizer files to assets already loaded: the adapters of one
+    base model carry identical tokenizers, and one copy (tens of MB for a 49k vocabulary) serves
+    them all, so a deployment adds little more than its adapter's weights."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
     manifest = _read_json(folder / MANIFEST)
     config = _read_json(source.weights / "config.json")
     context = int(manifest.get("context_length") or config["max_position_embeddings"])
     context = min(context, int(config["max_position_embeddings"]))
+    generation = _read_json(source.weights / "generation_config.json").get("eos_token_id")
+    fingerprint = _fingerprint(folder, f"{context}\0{manifest.get('end_of_turn')}\0{generation}")
+    twin = known.get(fingerprint)
+    if twin is not None:
+        return dataclasses.replace(twin, source=source)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
     stops = {tokenizer.eos_token_id}
     if manifest.get("end_of_turn"):
         stops.add(tokenizer.convert_tokens_to_ids(manifest["end_of_turn"]))
-    generation = _read_json(source.weights / "generation_config.json").get("eos_token_id")
     stops.update(generation if isinstance(generation, list) else [generation])
     chat = None
     if tokenizer.chat_template:
         chat = ChatFormat(tokenizer, context_length=context, name=name)
-    return ModelAssets(
+    assets = ModelAssets(
         source=source,
         tokenizer=tokenizer,
         chat=chat,
         stop_ids=frozenset(int(i) for i in stops if isinstance(i, int) and i >= 0),
         context_length=context,
     )
+    known[fingerprint] = assets
+    return assets
+
+
+def _fingerprint(folder: Path, settings: str) -> str:
+    """Identifies what rendering and stopping depend on: the tokenizer files with the template,
+    and ``settings`` (context length, end-of-turn token, the generation config's eos ids)."""
+    digest = hashlib.sha256(settings.encode())
+    for name in TOKENIZER_FILES:
+        path = folder / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.exists() else b"-"))
+    return digest.hexdigest()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -102,8 +102,8 @@ class _Base:
     pending: deque[Generation] = field(default_factory=deque)
     active: list[tuple[Generation, _Sequence]] = field(default_factory=list)
     """Row ``i`` of the cache holds ``active[i]``."""
-    composition: tuple[str | None, ...] | None = None
-    row_adapters: RowAdapters = field(default_factory=lambda: RowAdapters([]))
+    row_adapters: RowAdapters = field(default_factory=lambda: RowAdapters(1))
+    """Row ``i``'s adapter, kept in step with ``active``."""
     last_used: float = field(default_factory=time.monotonic)
 
 
@@ -225,7 +225,8 @@ class Engine:
             with self._lock:
                 base = self._bases.get(source.weights)
             if base is None:
-                base = _Base(Decoder(self._load_model(source.weights), rows=self.max_batch))
+                decoder = Decoder(self._load_model(source.weights), rows=self.max_batch)
+                base = _Base(decoder, row_adapters=RowAdapters(self.max_batch))
                 with self._lock:
                     self._bases[source.weights] = base
             if source.adapter is None:
@@ -290,10 +291,6 @@ class Engine:
         self._drop_cancelled(base)
         if not base.active:
             return
-        composition = tuple(s.adapter.key if s.adapter else None for _, s in base.active)
-        if composition != base.composition:
-            base.row_adapters = RowAdapters([s.adapter for _, s in base.active])
-            base.composition = composition
         logits = base.decoder.decode([s.last for _, s in base.active], base.row_adapters)
         finished = [
             row
@@ -321,11 +318,12 @@ class Engine:
             base.last_used = time.monotonic()
             first_row = len(base.active)
             adapter = generation.sequences[0].adapter
-            logits = base.decoder.prefill(first_row, generation.prompt, RowAdapters([adapter]))
+            logits = base.decoder.prefill(first_row, generation.prompt, RowAdapters.of([adapter]))
             for index, sequence in enumerate(generation.sequences):
                 if index:
                     base.decoder.copy_row(first_row, first_row + index)
                 base.active.append((generation, sequence))
+                base.row_adapters.append(adapter)
             generation.running = len(generation.sequences)
             done = [
                 first_row + i
@@ -375,13 +373,13 @@ class Engine:
             if row != last:
                 base.active[row] = base.active[last]
                 base.decoder.move(last, row)
+                base.row_adapters.move(last, row)
             base.active.pop()
+            base.row_adapters.pop()
             generation.running -= 1
             if not generation.running:
                 with self._lock:
                     self._unpin(base, generation)
-        if rows:
-            base.composition = None
 
     def _unpin(self, base: _Base, generation: Generation) -> None:
         """Called with the lock held when a request leaves; an adapter kept over the limit
@@ -403,6 +401,7 @@ class Engine:
             if base.pending or base.active:
                 continue
             base.decoder.release_cache()
+            base.row_adapters.clear()
             if now - base.last_used >= self.base_idle_seconds:
                 del self._bases[path]
                 log.info("unloaded idle base model %s", path)
@@ -414,8 +413,8 @@ class Engine:
         for generation in {id(g): g for g, _ in base.active}.values():
             pending.append(generation)
         base.active.clear()
+        base.row_adapters.clear()
         base.decoder.release_cache()
-        base.composition = None
         for generation in pending:
             with self._lock:
                 self._unpin(base, generation)
@@ -431,3 +430,4 @@ class Engine:
                     sequence.sink.finish("cancelled", sequence.generated)
             base.pending.clear()
             base.active.clear()
+            base.row_adapters.clear()

@@ -84,8 +84,9 @@ class FilterResult:
 
 class ContentFilter(Protocol):
     check_every_chars: int
-    """How much new text a streamed completion gathers between two checks: 0 checks at every
-    word (a local filter costs microseconds), more where each check is a network request."""
+    """How much new text a streamed completion gathers between two checks: 0 for a local filter
+    (microseconds a check: every word is checked, on the event loop), more where each check is
+    a network request (made on a worker thread)."""
 
     def check(self, text: str) -> FilterResult:
         """Rates ``text``; raises ``ServiceUnavailable`` when it cannot (remote filter)."""

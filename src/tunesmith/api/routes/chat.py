@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tunesmith.api.body import LimitedBody, json_object
 from tunesmith.api.deps import ChatCaller, RuntimeDep
-from tunesmith.chat import Call, Serving
+from tunesmith.chat import Call, Delta, Serving
 from tunesmith.errors import (
     ServerError,
     ServiceUnavailable,
@@ -86,8 +86,9 @@ async def _answer(
     include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
     if parsed.stream:
         events = _chat_events if call.kind == "chat" else _completion_events
+        deltas = await _started(serving.generate(call))
         return StreamingResponse(
-            _sse(events(serving, call, include_usage)),
+            _sse(events(call, deltas, include_usage)),
             media_type="text/event-stream",
             headers={**call.headers, "cache-control": "no-cache"},
         )
@@ -99,6 +100,20 @@ async def _answer(
             reasons[delta.index] = delta.finish_reason
     body = _whole(call, texts, reasons)
     return JSONResponse(body.model_dump(mode="json"), headers=call.headers)
+
+
+async def _started(deltas: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    """Runs generation up to its first delta before the response starts: from then on its
+    clean-up (cancelling, metering, freeing the limiter's slot) happens even if the client
+    leaves before the stream is read; and a failure before the first token is a plain error."""
+    first = await anext(deltas)
+
+    async def chained() -> AsyncIterator[Delta]:
+        yield first
+        async for delta in deltas:
+            yield delta
+
+    return chained()
 
 
 def _usage(call: Call) -> Usage:
@@ -158,7 +173,7 @@ def _whole(call: Call, texts: list[str], reasons: list[Any]) -> BaseModel:
 
 
 async def _chat_events(
-    serving: Serving, call: Call, include_usage: bool
+    call: Call, deltas: AsyncIterator[Delta], include_usage: bool
 ) -> AsyncIterator[BaseModel]:
     def chunk(choices: list[ChunkChoice], **extra: Any) -> ChatCompletionChunk:
         return ChatCompletionChunk(
@@ -172,7 +187,7 @@ async def _chat_events(
         ],
         prompt_filter_results=_prompt_filter(call),
     )
-    async for delta in serving.generate(call):
+    async for delta in deltas:
         if delta.finish_reason is None:
             yield chunk([ChunkChoice(index=delta.index, delta=ChunkDelta(content=delta.text))])
         else:
@@ -188,14 +203,14 @@ async def _chat_events(
 
 
 async def _completion_events(
-    serving: Serving, call: Call, include_usage: bool
+    call: Call, deltas: AsyncIterator[Delta], include_usage: bool
 ) -> AsyncIterator[BaseModel]:
     def chunk(choices: list[CompletionChoice], **extra: Any) -> Completion:
         return Completion(
             id=call.id, created=call.created, model=call.model, choices=choices, **extra
         )
 
-    async for delta in serving.generate(call):
+    async for delta in deltas:
         yield chunk(
             [
                 CompletionChoice(
