@@ -31,7 +31,7 @@ from tunesmith.catalog.spec import (
 )
 from tunesmith.errors import Conflict, InvalidRequest, NotFound
 from tunesmith.jobs.states import ACTIVE
-from tunesmith.store.tables import BaseModelRow, JobRow, ModelRow
+from tunesmith.store.tables import BaseModelRow, DeploymentRow, JobRow, ModelRow
 
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 """No ``/`` (ids appear in URL paths) and no ``:`` (the separator of ``ft:{base}:...`` names)."""
@@ -167,6 +167,16 @@ def remove_base_model(session: Session, model_id: str) -> None:
         raise Conflict(
             f"The fine-tuned model {tuned} is built on {model_id}; delete the fine-tuned models "
             "built on it first.",
+            param="model",
+            code="model_in_use",
+        )
+    deployment = session.scalars(
+        select(DeploymentRow).where(DeploymentRow.model_id == model_id)
+    ).first()
+    if deployment is not None:
+        raise Conflict(
+            f"{model_id} is deployed as '{deployment.name}' (project {deployment.project_id}); "
+            f"delete that deployment first (DELETE /v1/deployments/{deployment.name}).",
             param="model",
             code="model_in_use",
         )
