@@ -86,10 +86,6 @@ class Call:
         verdict = self.filter_results.get(index)
         return verdict is not None and verdict.filtered
 
-    def generation_cancel(self, index: int) -> None:
-        if self.generation is not None:
-            self.generation.cancel(index)
-
     @property
     def model(self) -> str:
         return self.target.deployment.model_id
@@ -388,8 +384,8 @@ class Serving:
         else:  # a local filter, microseconds a check
             verdict = call.content_filter.check(sent + new)
         call.filter_results[index] = verdict
-        if verdict.filtered:
-            call.generation_cancel(index)
+        if verdict.filtered and call.generation is not None:
+            call.generation.cancel(index)  # stop generating what will not be sent
         return not verdict.filtered
 
     def meter(self, call: Call) -> None:
