@@ -198,6 +198,21 @@ def test_a_deployed_model_answers_by_its_id_and_an_undeployed_one_says_to_deploy
     assert unknown.value.body["code"] == "model_not_found"  # type: ignore[index]
 
 
+def test_a_model_the_engine_cannot_run_is_refused_with_the_reason(
+    jobs_api: LiveServer, toy_model_dir: Path
+) -> None:
+    model = adapter_model(jobs_api, toy_model_dir, 5)
+    config = jobs_api.settings.home / "adapters/5/adapter_config.json"
+    config.write_text(
+        config.read_text().replace('"modules_to_save": null', '"modules_to_save": ["lm_head"]')
+    )
+    deploy(jobs_api, "odd", model)
+    with pytest.raises(openai.BadRequestError) as refused:
+        greedy(jobs_api.client(), "odd")
+    assert refused.value.body["code"] == "model_not_servable"  # type: ignore[index]
+    assert "modules_to_save" in refused.value.message
+
+
 def test_deployment_keys_call_their_deployment_and_a_regenerated_key_stops_at_once(
     served: LiveServer,
 ) -> None:

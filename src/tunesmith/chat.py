@@ -220,7 +220,14 @@ class Serving:
                     param=prompt_param,
                     code="content_filter",
                 )
-            self.engine.prepare(source)
+            try:
+                self.engine.prepare(source)
+            except ValueError as exc:  # an architecture or adapter the engine cannot run
+                raise InvalidRequest(
+                    f"{deployment.model_id} cannot be served: {exc}.",
+                    param="model",
+                    code="model_not_servable",
+                ) from None
         except BaseException:
             admission.finish(len(prompt), now=time.time())
             raise
