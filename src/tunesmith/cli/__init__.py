@@ -8,6 +8,7 @@ training file locally with the same rules and tokenizer the server uses.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -15,7 +16,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from tunesmith.cli.connection import CliError, error_message
+from tunesmith.cli.output import fail
 from tunesmith.data.issues import Issue
+
+COMMAND_GROUPS: tuple[str, ...] = ()
+"""Modules of ``tunesmith.cli`` that talk to a server; each adds its commands in ``register``."""
 
 
 def _settings(args: argparse.Namespace) -> object:
@@ -128,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     val_p.add_argument("--json", action="store_true", help="print the full report as JSON")
     val_p.add_argument("--home", help="data directory holding the tokenizer cache")
     val_p.set_defaults(func=validate, host=None, port=None)
+    for group in COMMAND_GROUPS:
+        importlib.import_module(f"tunesmith.cli.{group}").register(sub)
     return parser
 
 
@@ -139,4 +147,23 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:
         print(f"tunesmith: invalid setting: {exc}", file=sys.stderr)
         code = 2
+    except CliError as exc:
+        code = fail(str(exc))
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as exc:  # the openai client's errors: one line, never a traceback
+        message = _client_error(exc)
+        if message is None:
+            raise
+        code = fail(message)
     sys.exit(code)
+
+
+def _client_error(exc: Exception) -> str | None:
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError):
+        return f"cannot reach the server at {exc.request.url.copy_with(path='/')} ({exc})"
+    if isinstance(exc, openai.APIStatusError):  # ``body`` is the envelope's inner ``error``
+        return error_message(exc.status_code, {"error": exc.body})
+    return None
