@@ -20,7 +20,16 @@ from tunesmith.cli.connection import CliError, error_message
 from tunesmith.cli.output import fail
 from tunesmith.data.issues import Issue
 
-COMMAND_GROUPS: tuple[str, ...] = ()
+COMMAND_GROUPS: tuple[str, ...] = (
+    "jobs",
+    "data",
+    "files",
+    "models",
+    "deployments",
+    "usage",
+    "chat",
+    "admin",
+)
 """Modules of ``tunesmith.cli`` that talk to a server; each adds its commands in ``register``."""
 
 
@@ -140,8 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    # the server's own commands log what they do; a client command prints only its result
+    level = logging.INFO if args.command in ("serve", "worker") else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         code = args.func(args)
     except ValidationError as exc:

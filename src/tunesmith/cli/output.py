@@ -46,7 +46,7 @@ def cell(row: dict[str, Any], key: str) -> str:
     value: Any = row
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
-    if value is None:
+    if value is None or (value == 0 and (key.endswith("_at") or key == "created")):
         return "-"
     if isinstance(value, int) and (key.endswith("_at") or key == "created") and value > 10**9:
         moment = datetime.datetime.fromtimestamp(value, tz=datetime.UTC)
