@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ValidationError
 
@@ -126,8 +127,15 @@ def _print_warnings(warnings: list[Issue], total: int) -> None:
         print(f"... and {total - len(warnings)} more warnings")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake as one line (the usage block is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"tunesmith: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunesmith", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="tunesmith", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="run the API server")
     serve_p.add_argument("--host", help="address to bind (TUNESMITH_HOST, default 127.0.0.1)")
