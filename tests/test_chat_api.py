@@ -137,9 +137,10 @@ def test_n_choices_follow_the_seed(served: LiveServer) -> None:
             model="toy", messages=HELLO, n=3, temperature=1.0, seed=42, max_tokens=10
         )
         assert [c.index for c in answer.choices] == [0, 1, 2]
-        assert answer.usage.completion_tokens == sum(
-            10 if c.finish_reason == "length" else 0 for c in answer.choices
-        ) or all(c.finish_reason for c in answer.choices)
+        reasons = [c.finish_reason for c in answer.choices]
+        assert set(reasons) <= {"stop", "length"}
+        # usage sums the choices: 10 tokens for each that hit max_tokens, fewer for the others
+        assert 10 * reasons.count("length") <= answer.usage.completion_tokens <= 30
         return [c.message.content or "" for c in answer.choices]
 
     first = sample()

@@ -456,7 +456,9 @@ def _last_boundary(text: str) -> int:
     return 0
 
 
-def _source_of(session: Session, target: ServingTarget, settings: Settings) -> tuple[Any, Path]:
+def _source_of(
+    session: Session, target: ServingTarget, settings: Settings
+) -> tuple[ModelSource, Path]:
     """The weights (and adapter) to serve, and the folder holding the served tokenizer."""
     row = target.model
     if row is None:

@@ -96,14 +96,14 @@ class Generation:
 @dataclass(slots=True)
 class _Base:
     decoder: Decoder
+    row_adapters: RowAdapters
+    """Row ``i``'s adapter, kept in step with ``active``."""
     adapters: OrderedDict[str, Adapter] = field(default_factory=OrderedDict)
     pinned: dict[str, int] = field(default_factory=dict)
     """Adapters in use by pending or active requests: never evicted."""
     pending: deque[Generation] = field(default_factory=deque)
     active: list[tuple[Generation, _Sequence]] = field(default_factory=list)
     """Row ``i`` of the cache holds ``active[i]``."""
-    row_adapters: RowAdapters = field(default_factory=lambda: RowAdapters(1))
-    """Row ``i``'s adapter, kept in step with ``active``."""
     last_used: float = field(default_factory=time.monotonic)
 
 
@@ -226,7 +226,7 @@ class Engine:
                 base = self._bases.get(source.weights)
             if base is None:
                 decoder = Decoder(self._load_model(source.weights), rows=self.max_batch)
-                base = _Base(decoder, row_adapters=RowAdapters(self.max_batch))
+                base = _Base(decoder, RowAdapters(self.max_batch))
                 with self._lock:
                     self._bases[source.weights] = base
             if source.adapter is None:
