@@ -161,6 +161,50 @@ def test_archived_project_keys_stop_working(live: LiveServer) -> None:
     assert refused.status_code == 400
 
 
+def test_me_names_the_admin_key_and_its_project(live: LiveServer) -> None:
+    me = live.http().get("/v1/me")
+    assert me.status_code == 200, me.text
+    body = me.json()
+    assert body["object"] == "identity"
+    assert (body["key_id"], body["role"]) == ("admin", "admin")
+    assert body["project"] == live.http().get("/v1/projects/proj_default").json()
+    assert body["project"]["name"] == "default"
+    assert live.http().get("/openai/v1/me").json() == body  # Azure's v1 layout too
+
+
+def test_me_names_a_project_key_and_its_role(live: LiveServer) -> None:
+    project = make_project(live, "support team")
+    secret = make_key(live, project, "reader")
+    (listed,) = live.http().get(f"/v1/projects/{project}/api_keys").json()["data"]
+    body = live.http(secret).get("/v1/me").json()
+    assert body == {
+        "object": "identity",
+        "key_id": listed["id"],
+        "role": "reader",
+        "project": live.http().get(f"/v1/projects/{project}").json(),
+    }
+    assert body["project"]["name"] == "support team"
+    assert body["project"]["status"] == "active"
+    owner = live.http(make_key(live, project, "owner")).get("/v1/me").json()
+    assert (owner["role"], owner["project"]["id"]) == ("owner", project)
+
+
+def test_me_needs_a_working_key(live: LiveServer) -> None:
+    anonymous = live.http(key=None).get("/v1/me")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "missing_api_key"
+    wrong = live.http("tsk-not-a-real-key").get("/v1/me")
+    assert wrong.status_code == 401
+    assert set(wrong.json()["error"]) == {"message", "type", "param", "code"}
+    assert wrong.json()["error"]["code"] == "invalid_api_key"
+    project = make_project(live, "gone")
+    secret = make_key(live, project, "owner")
+    live.http().post(f"/v1/projects/{project}/archive")
+    archived = live.http(secret).get("/v1/me")
+    assert archived.status_code == 401
+    assert "archived" in archived.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "param"),
     [

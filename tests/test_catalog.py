@@ -5,7 +5,11 @@ test_bundled_conversion.py."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,9 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.toy_model import CHATML_TEMPLATE, CONTEXT_LENGTH, build_toy_model_dir
-from tunesmith.catalog.bundled import bundled_gguf
+from tunesmith.catalog import card
+from tunesmith.catalog.bundled import bundled_gguf, bundled_tokenizer_dir
+from tunesmith.catalog.cache import MARKER, gguf_folder
 from tunesmith.catalog.gguf_header import NotGguf, read_metadata
 from tunesmith.catalog.models import BUNDLED, BaseModelSpec, materialize
 from tunesmith.catalog.registry import (
@@ -422,3 +428,114 @@ def test_a_folder_that_disappeared_says_what_to_do(tmp_path: Path) -> None:
     shutil.rmtree(folder)
     with pytest.raises(FileNotFoundError, match="register it again"):
         materialize(spec, tmp_path / "models")
+
+
+# -- model cards: licence and chat template, read from files ---------------------------------------
+
+CHAT = "{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}"
+
+
+def test_the_bundled_licence_and_template_come_from_its_gguf_header(tmp_path: Path) -> None:
+    header = read_metadata(bundled_gguf())
+    assert card.license_of(BUNDLED) == header["general.license"] == "apache-2.0"
+    # Before any conversion: the header's template; once converted, the folder's.
+    assert card.base_chat_template(BUNDLED, tmp_path) == header["tokenizer.chat_template"]
+    converted = bundled_tokenizer_dir(tmp_path)
+    converted.mkdir(parents=True)
+    (converted / "chat_template.jinja").write_text(CHAT)
+    assert card.base_chat_template(BUNDLED, tmp_path) == header["tokenizer.chat_template"]
+    (converted / MARKER).write_text("")  # only a complete folder counts
+    assert card.base_chat_template(BUNDLED, tmp_path) == CHAT
+
+
+def test_a_gguf_licence_is_read_once_per_version_of_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_gguf(tmp_path / "m.gguf", general__license="mit", tokenizer__chat_template=CHAT)
+    spec = BaseModelSpec("m", str(path), ("chat_completion",), 512, ("q_proj",), 1e-3, 5e-5)
+    reads: list[Path] = []
+
+    def counting(file: Path) -> dict[str, Any]:
+        reads.append(file)
+        return read_metadata(file)
+
+    monkeypatch.setattr(card, "read_metadata", counting)
+    assert card.license_of(spec) == "mit"
+    assert card.base_chat_template(spec, tmp_path / "models") == CHAT
+    assert card.license_of(spec) == "mit"
+    assert reads == [path]  # the header was read once
+    write_gguf(path, general__license="llama3.2", tokenizer__chat_template=CHAT)
+    os.utime(path, ns=(1, 1))  # a new version, whatever the clock's resolution
+    assert card.license_of(spec) == "llama3.2"
+    assert len(reads) == 2
+    converted = gguf_folder(tmp_path / "models", path)
+    converted.mkdir(parents=True)
+    (converted / "chat_template.jinja").write_text("converted")
+    (converted / MARKER).write_text(str(path))
+    assert card.base_chat_template(spec, tmp_path / "models") == "converted"
+
+
+def test_a_gguf_without_a_licence_or_file_has_none(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "plain.gguf", llama__context_length=512)
+    spec = BaseModelSpec("p", str(path), ("text_generation",), 512, ("q_proj",), 1e-3, 5e-5)
+    assert card.license_of(spec) is None
+    assert card.base_chat_template(spec, tmp_path) is None
+    path.unlink()
+    assert card.license_of(spec) is None
+    assert card.base_chat_template(spec, tmp_path) is None
+    (tmp_path / "plain.gguf").write_bytes(b"not a gguf")
+    assert card.license_of(spec) is None
+
+
+@pytest.mark.parametrize(
+    ("readme", "license_"),
+    [
+        ("---\nlicense: apache-2.0\nlanguage:\n- en\n---\n# Toy\n", "apache-2.0"),
+        ("\ufeff---\ntags: [chat]\nlicense: mit\n---\nlicense: not this one\n", "mit"),
+        ("---\nlanguage: en\n---\nlicense: mit\n", None),  # not in the front matter
+        ("# Toy\n\nlicense: mit\n", None),  # no front matter
+        ("---\nlicense: mit\n", None),  # front matter never closed
+        ("---\nlicense: [unclosed\n---\n", None),  # not YAML
+        ("---\nlicense:\n  - mit\n---\n", None),  # not a string
+    ],
+)
+def test_a_folder_licence_comes_from_its_model_card(
+    tmp_path: Path, readme: str, license_: str | None
+) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    spec = BaseModelSpec("f", str(folder), ("chat_completion",), 256, ("q_proj",), 1e-3, 5e-5)
+    assert card.license_of(spec) is None  # no README.md
+    (folder / "README.md").write_text(readme)
+    assert card.license_of(spec) == license_
+
+
+def test_a_folder_chat_template_is_read_as_transformers_saves_it(tmp_path: Path) -> None:
+    folder = build_toy_model_dir(tmp_path / "toy", with_weights=False)
+    assert (folder / "chat_template.jinja").read_text() == CHATML_TEMPLATE
+    assert card.chat_template_in(folder) == CHATML_TEMPLATE
+    # Older transformers keep it in tokenizer_config.json, alone or as named templates.
+    (folder / "chat_template.jinja").unlink()
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": CHAT}))
+    assert card.chat_template_in(folder) == CHAT
+    named = [{"name": "tool_use", "template": "tools"}, {"name": "default", "template": CHAT}]
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": named}))
+    assert card.chat_template_in(folder) == CHAT
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    assert card.chat_template_in(folder) is None
+    (folder / "tokenizer_config.json").write_text("{not json")
+    assert card.chat_template_in(folder) is None
+    assert card.chat_template_in(tmp_path / "nowhere") is None
+
+
+def test_model_cards_are_read_without_torch_or_transformers() -> None:
+    """The API process lists models; these modules must not pull a deep-learning stack in."""
+    code = (
+        "import sys, tunesmith.registry, tunesmith.catalog.card; "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -189,6 +189,7 @@ def test_keys_authenticate_their_deployment_only(jobs_api: LiveServer) -> None:
             ("GET", "/v1/deployments/toy/keys"),
             ("POST", "/v1/deployments/toy/keys/regenerate"),
             ("GET", "/v1/usage"),
+            ("GET", "/v1/me"),
         ):
             error = error_of(as_deployment.request(method, path, json={}), 403)
             assert "deployment keys only call chat completions" in error["message"]

@@ -117,7 +117,52 @@ def test_validation_report_of_a_good_file(client: openai.OpenAI, live: LiveServe
     assert stats["messages_per_example"]["min"] == stats["messages_per_example"]["max"] == 3
     assert stats["auto_n_epochs"] == 8  # cookbook rule: 100 // 12
     assert stats["estimated_trained_tokens"] == 8 * stats["billable_tokens"]
+    histograms = stats["histograms"]
+    assert histograms["messages_per_example"] == {"edges": [3, 4], "counts": [12]}
+    tokens = histograms["tokens_per_example"]
+    assert sum(tokens["counts"]) == 12 and len(tokens["edges"]) == len(tokens["counts"]) + 1
+    assert tokens["edges"][0] == stats["tokens_per_example"]["min"]
     assert report["context_length"] == 256
+
+
+def test_dry_run_validation_reports_as_an_upload_would_and_stores_nothing(
+    client: openai.OpenAI, live: LiveServer
+) -> None:
+    rows = [chat_example(i) for i in range(12)]
+    rows[4]["messages"][1]["role"] = "robot"
+    http = live.http()
+    checked = http.post("/v1/files/validate", files={"file": ("train.jsonl", jsonl(rows))})
+    assert checked.status_code == 200
+    report = checked.json()
+    stored = client.files.create(file=("train.jsonl", jsonl(rows)), purpose="fine-tune")
+    uploaded = http.get(f"/v1/files/{stored.id}/validation").json()
+    assert report["file_id"] is None
+    assert {**report, "file_id": stored.id} == uploaded  # the same report, field for field
+    assert [(e["line"], e["field"]) for e in report["errors"]] == [(5, "messages[1].role")]
+    client.files.delete(stored.id)
+    assert client.files.list().data == [] and stored_blobs(live) == []
+
+
+def test_dry_run_validation_refuses_what_an_upload_refuses(live: LiveServer) -> None:
+    http = live.http()
+    broken = http.post(
+        "/v1/files/validate", files={"file": ("t.jsonl", training_file(3) + b"{oops\n")}
+    )
+    assert broken.status_code == 400
+    assert broken.json()["error"]["code"] == "invalid_json"
+    assert "Line 4" in broken.json()["error"]["message"]
+    no_file = http.post("/v1/files/validate", files={"other": ("t.jsonl", b"x")})
+    assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
+    too_big = http.post(
+        "/v1/files/validate",
+        files={"file": ("t.jsonl", b"x" * (live.settings.max_file_bytes + 1))},
+    )
+    assert too_big.status_code == 413
+    anonymous = live.http(key=None).post(
+        "/v1/files/validate", files={"file": ("t.jsonl", training_file())}
+    )
+    assert anonymous.status_code == 401
+    assert stored_blobs(live) == []
 
 
 def test_validation_is_only_for_fine_tune_files(client: openai.OpenAI, live: LiveServer) -> None:

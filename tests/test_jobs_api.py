@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import TOY_BASE, LiveServer
 from tests.helpers import all_events, chat_example, jsonl, training_file, wait_for_job
+from tests.toy_model import CHATML_TEMPLATE
 from tunesmith.training.metrics import RESULTS_COLUMNS
 
 FAST = {"n_epochs": 2, "batch_size": 2}
@@ -109,6 +110,10 @@ def test_a_job_runs_from_upload_to_a_registered_model(jobs_live: LiveServer) -> 
     assert f"{done.fine_tuned_model}:ckpt-step-6" in ids
     model = client.models.retrieve(done.fine_tuned_model)
     assert model.owned_by == "proj_default"
+    assert model.model_extra is not None
+    assert model.model_extra["context_length"] == toy.model_extra["context_length"] == 256
+    assert model.model_extra["tasks"] == ["chat_completion", "text_generation"]
+    assert model.model_extra["chat_template"] == CHATML_TEMPLATE  # saved with the model
     folder = jobs_live.settings.fine_tuned_dir(job.id)
     assert (folder / "adapter_model.safetensors").exists()
     assert not (folder / "trainer_state.pt").exists()

@@ -13,15 +13,19 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from array import array
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.toy_model import CHATML_TEMPLATE, build_toy_model_dir
 from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.issues import Issue
 from tunesmith.data.jsonl import JsonlFormatError
+from tunesmith.data.stats import histogram
 from tunesmith.data.validate import validate_file
 from tunesmith.training.auto import auto_n_epochs
 
@@ -375,6 +379,77 @@ def test_statistics_by_hand_for_message_counts(chat_format: ChatFormat, tmp_path
     assert by_hand["min"] == 2 and by_hand["max"] == 5
     assert by_hand["mean"] == round(sum(counts) / 12, 2) == 3.58
     assert by_hand["median"] == 3.0
+
+
+# -- histograms ----------------------------------------------------------------------------------
+
+
+def test_histograms_by_hand_for_message_counts(chat_format: ChatFormat, tmp_path: Path) -> None:
+    """The same message counts as above, one bar per count: 2 (once), 3 (7), 4 (none), 5 (4)."""
+    report = validate_file(_write(tmp_path, _stats_examples()), chat_format)
+    assert report.statistics is not None
+    histograms = report.statistics["histograms"]
+    assert set(histograms) == {
+        "messages_per_example",
+        "tokens_per_example",
+        "assistant_tokens_per_example",
+    }
+    assert histograms["messages_per_example"] == {"edges": [2, 3, 4, 5, 6], "counts": [1, 7, 0, 4]}
+
+
+def test_token_histograms_count_every_example_once(chat_format: ChatFormat, tmp_path: Path) -> None:
+    examples = _stats_examples()
+    report = validate_file(_write(tmp_path, examples), chat_format)
+    assert report.statistics is not None
+    histograms = report.statistics["histograms"]
+    totals = [_chat_tokens(chat_format, e["messages"]) for e in examples]
+    trained = [_assistant_tokens(chat_format, e["messages"]) for e in examples]
+    for name, values in (("tokens_per_example", totals), ("assistant_tokens_per_example", trained)):
+        edges, counts = histograms[name]["edges"], histograms[name]["counts"]
+        assert len(edges) == len(counts) + 1 <= 21
+        assert sum(counts) == 12
+        assert edges[0] == min(values) and edges[-2] <= max(values) < edges[-1]
+        assert len({b - a for a, b in pairwise(edges)}) == 1  # equal widths
+        assert counts == np.histogram(values, bins=edges)[0].tolist()
+
+
+@pytest.mark.parametrize(
+    ("values", "edges", "counts"),
+    [
+        ([7], [7, 8], [1]),
+        ([4, 4, 4], [4, 5], [3]),  # one distinct value: one bin
+        ([0, 19], [*range(21)], [1, *[0] * 18, 1]),  # 20 integers: 20 bins of width 1
+        ([0, 20], [*range(0, 23, 2)], [1, *[0] * 9, 1]),  # 21 integers: width 2, 11 bins
+        (
+            [10, 11, 12, 30, 49, 50],
+            [10, 13, 16, 19, 22, 25, 28, 31, 34, 37, 40, 43, 46, 49, 52],
+            [3, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 2],
+        ),
+        # 901 integers: width 46, 20 bins
+        ([100, 1000, 550], [100 + 46 * i for i in range(21)], [1, *[0] * 8, 1, *[0] * 9, 1]),
+    ],
+)
+def test_histogram_bins(values: list[int], edges: list[int], counts: list[int]) -> None:
+    result = histogram(array("i", values))
+    assert result == {"edges": edges, "counts": counts}
+    assert sum(counts) == len(values)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_histograms_of_random_counts(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = rng.integers(1, rng.integers(2, 50_000), size=int(rng.integers(1, 5_000)))
+    result = histogram(array("i", values.tolist()))
+    assert result is not None
+    edges, counts = result["edges"], result["counts"]
+    assert len(edges) == len(counts) + 1 <= 21
+    assert sum(counts) == len(values)
+    assert edges[0] == values.min() and edges[-2] <= values.max() < edges[-1]
+    assert counts == np.histogram(values, bins=edges)[0].tolist()
+
+
+def test_histogram_of_nothing_is_none() -> None:
+    assert histogram(array("i")) is None
 
 
 def _write(tmp_path: Path, examples: list[dict[str, Any]]) -> Path:

@@ -103,6 +103,18 @@ def validation_to_protocol(row: FileRow) -> FileValidation:
     return FileValidation(file_id=row.id, **row.validation)
 
 
+def check_fine_tune_file(path: Path, validate: Validator) -> dict[str, Any]:
+    """The validation report of a fine-tune file, without storing it."""
+    return _validate(path, validate).to_dict()
+
+
+def _validate(path: Path, validate: Validator) -> ValidationReport:
+    try:
+        return validate(path)
+    except JsonlFormatError as exc:
+        raise InvalidRequest(exc.message, param="file", code=exc.code) from None
+
+
 def store_file(
     session: Session,
     blobs: BlobStore,
@@ -120,10 +132,7 @@ def store_file(
     report: dict[str, Any] | None = None
     status, details = "processed", None
     if purpose == "fine-tune":
-        try:
-            result = validate(tmp)
-        except JsonlFormatError as exc:
-            raise InvalidRequest(exc.message, param="file", code=exc.code) from None
+        result = _validate(tmp, validate)
         report = result.to_dict()
         if not result.valid:
             status, details = "error", result.summary()

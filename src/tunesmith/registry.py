@@ -19,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tunesmith.catalog.card import base_chat_template, chat_template_in, license_of
 from tunesmith.catalog.registry import get_base_model, list_base_models
 from tunesmith.catalog.spec import BaseModelSpec
 from tunesmith.errors import Conflict, InvalidRequest, NotFound
@@ -127,10 +128,20 @@ def names_of(session: Session, model_id: str) -> list[str]:
 
 
 def base_to_protocol(spec: BaseModelSpec) -> Model:
-    return Model(id=spec.id, created=spec.created_at, owned_by=OWNER_OF_BASE_MODELS, kind="base")
+    return Model(
+        id=spec.id,
+        created=spec.created_at,
+        owned_by=OWNER_OF_BASE_MODELS,
+        kind="base",
+        context_length=spec.context_length,
+        tasks=list(spec.tasks),
+        license=license_of(spec),
+    )
 
 
-def model_to_protocol(row: ModelRow, names: list[str] | None = None) -> Model:
+def model_to_protocol(row: ModelRow, base: Model | None, names: list[str] | None = None) -> Model:
+    """A fine-tuned model or checkpoint, with the context length, tasks and licence of ``base``
+    (its base model as listed; None only for a base model no longer in the catalog)."""
     return Model(
         id=row.id,
         created=row.created_at,
@@ -139,6 +150,9 @@ def model_to_protocol(row: ModelRow, names: list[str] | None = None) -> Model:
         base_model=row.base_model,
         fine_tuning_job=row.job_id,
         registered_names=names or None,
+        context_length=base.context_length if base else None,
+        tasks=base.tasks if base else None,
+        license=base.license if base else None,
     )
 
 
@@ -156,17 +170,24 @@ def list_models(session: Session, project_id: str) -> list[Model]:
         .order_by(ModelNameRow.name, ModelNameRow.version)
     ):
         names.setdefault(entry.model_id, []).append(f"{entry.name}:{entry.version}")
+    bases = {spec.id: base_to_protocol(spec) for spec in list_base_models(session)}
     return [
-        *(base_to_protocol(spec) for spec in list_base_models(session)),
-        *(model_to_protocol(row, names.get(row.id)) for row in rows),
+        *bases.values(),
+        *(model_to_protocol(row, bases.get(row.base_model), names.get(row.id)) for row in rows),
     ]
 
 
-def get_model(session: Session, project_id: str, model_id: str) -> Model:
+def get_model(session: Session, project_id: str, model_id: str, *, cache_dir: Path) -> Model:
+    """One model, with its chat template: a fine-tuned model's own (saved with its weights), a
+    base model's as served. ``cache_dir`` is ``Settings.model_cache_dir()``."""
     resolved = resolve_model(session, project_id, model_id, param="model")
+    base = base_to_protocol(resolved.base)
     if resolved.row is None:
-        return base_to_protocol(resolved.base)
-    return model_to_protocol(resolved.row, names_of(session, resolved.row.id))
+        base.chat_template = base_chat_template(resolved.base, cache_dir)
+        return base
+    model = model_to_protocol(resolved.row, base, names_of(session, resolved.row.id))
+    model.chat_template = chat_template_in(Path(resolved.row.path))
+    return model
 
 
 def delete_model(session: Session, project_id: str, model_id: str) -> Path:

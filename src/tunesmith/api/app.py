@@ -118,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     for router in (
         projects.router,
+        projects.identity,
         files.router,
         uploads.router,
         jobs.router,

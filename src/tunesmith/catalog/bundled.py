@@ -41,6 +41,11 @@ def bundled_model_dir(cache_dir: Path) -> Path:
     return cache_dir / BUNDLED_MODEL_ID
 
 
+def bundled_tokenizer_dir(cache_dir: Path) -> Path:
+    """Where the bundled model's tokenizer and config alone live (built for validation)."""
+    return cache_dir / f"{BUNDLED_MODEL_ID}-tokenizer"
+
+
 def ensure_bundled_tokenizer(cache_dir: Path) -> Path:
     """A Hugging Face folder with the bundled model's tokenizer, chat template and config."""
     whole = bundled_model_dir(cache_dir)
@@ -56,4 +61,4 @@ def ensure_bundled_tokenizer(cache_dir: Path) -> Path:
         config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         config.save_pretrained(str(staging))
 
-    return build_once(cache_dir / f"{BUNDLED_MODEL_ID}-tokenizer", convert, stamp=gguf.name)
+    return build_once(bundled_tokenizer_dir(cache_dir), convert, stamp=gguf.name)

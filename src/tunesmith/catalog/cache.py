@@ -6,11 +6,12 @@ folder next to its final place, its files are flushed to disk, a marker is writt
 staging folder is renamed into place in one ``os.replace``. A reader that finds the marker finds
 the whole folder; two processes racing on an empty cache both build, one rename wins, the other
 sees a complete folder, discards its own copy and uses the winner's. No lock file is needed,
-so nothing can be left holding one.
+so nothing can be left holding one. :func:`gguf_folder` names a GGUF file's converted folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -23,6 +24,15 @@ MARKER = "tunesmith-complete"
 
 STALE_STAGING_SECONDS = 24 * 3600
 """A staging folder this old belongs to a process that died mid-build; no build takes a day."""
+
+
+def gguf_folder(cache_dir: Path, gguf: Path) -> Path:
+    """Where a GGUF file's conversion lives in the model cache: named after the file and keyed
+    by its path, size and modification time, so a file replaced in place is converted again
+    instead of serving a stale copy."""
+    stat = gguf.stat()
+    key = f"{gguf}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
+    return cache_dir / "gguf" / f"{gguf.stem}-{hashlib.sha256(key).hexdigest()[:12]}"
 
 
 def is_complete(folder: Path) -> bool:

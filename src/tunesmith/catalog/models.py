@@ -12,7 +12,6 @@ registry once and needs nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 import transformers
 
 from tunesmith.catalog.bundled import bundled_gguf, bundled_model_dir
-from tunesmith.catalog.cache import build_once
+from tunesmith.catalog.cache import build_once, gguf_folder
 from tunesmith.catalog.conversion import convert_gguf
 from tunesmith.catalog.sources import HUB_MODEL_FILES, hub_snapshot, source_kind
 from tunesmith.catalog.spec import BUNDLED, BaseModelSpec
@@ -47,7 +46,7 @@ def materialize(spec: BaseModelSpec, cache_dir: Path) -> Path:
     if kind == "gguf":
         gguf = Path(spec.source)
         _require(gguf, spec)
-        return _converted(gguf, cache_dir / "gguf" / _gguf_folder_name(gguf))
+        return _converted(gguf, gguf_folder(cache_dir, gguf))
     if kind == "folder":
         folder = Path(spec.source)
         _require(folder / "config.json", spec)
@@ -83,14 +82,6 @@ def load_causal_lm(
 
 def _converted(gguf: Path, target: Path) -> Path:
     return build_once(target, lambda staging: convert_gguf(gguf, staging), stamp=str(gguf))
-
-
-def _gguf_folder_name(gguf: Path) -> str:
-    """Named after the file and keyed by its path, size and modification time, so a file replaced
-    in place is converted again instead of serving a stale copy."""
-    stat = gguf.stat()
-    key = f"{gguf}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
-    return f"{gguf.stem}-{hashlib.sha256(key).hexdigest()[:12]}"
 
 
 def _require(path: Path, spec: BaseModelSpec) -> None:

@@ -1,4 +1,4 @@
-"""Token statistics of a training file: distributions and billable tokens.
+"""Token statistics of a training file: distributions, histograms and billable tokens.
 
 Per-example counts are kept in compact integer arrays (12 bytes an example), so a 512 MB file
 costs a few megabytes here whatever its size.
@@ -14,6 +14,9 @@ import numpy as np
 
 from tunesmith.training.auto import auto_n_epochs
 
+MAX_BINS = 20
+"""Bars in a histogram: enough to show a distribution's shape, few enough to label."""
+
 
 def distribution(values: array[int]) -> dict[str, float] | None:
     """min, max, mean, median, p5 and p95 of the values; None when there are none."""
@@ -28,6 +31,29 @@ def distribution(values: array[int]) -> dict[str, float] | None:
         "median": float(median),
         "p5": float(p5),
         "p95": float(p95),
+    }
+
+
+def histogram(values: array[int], max_bins: int = MAX_BINS) -> dict[str, list[int]] | None:
+    """The values counted in at most ``max_bins`` bins of equal whole-number width, as
+    ``{"edges", "counts"}`` (one more edge than counts); None when there are no values.
+
+    Bin ``i`` holds the values ``v`` with ``edges[i] <= v < edges[i + 1]``. The edges are whole
+    numbers from the smallest value to past the largest, so every bin spans as many integers as
+    the others, each value falls in exactly one bin, and ``numpy.histogram(values, edges)``
+    (whose last bin is closed) gives the same counts. One distinct value gives one bin.
+    """
+    if not values:
+        return None
+    data = np.frombuffer(values, dtype=np.int32).astype(np.int64)
+    low = int(data.min())
+    span = int(data.max()) - low + 1
+    width = -(-span // max_bins)
+    bins = -(-span // width)
+    counts = np.bincount((data - low) // width, minlength=bins)
+    return {
+        "edges": [low + width * i for i in range(bins + 1)],
+        "counts": [int(c) for c in counts],
     }
 
 
@@ -55,4 +81,13 @@ class TokenStats:
             "billable_tokens": billable,
             "auto_n_epochs": epochs,
             "estimated_trained_tokens": billable * epochs,
+            "histograms": (
+                {
+                    "messages_per_example": histogram(self.messages),
+                    "tokens_per_example": histogram(self.tokens),
+                    "assistant_tokens_per_example": histogram(self.trained),
+                }
+                if self.tokens
+                else None
+            ),
         }

@@ -88,7 +88,8 @@ class FileValidation(BaseModel):
     """``GET /v1/files/{id}/validation`` (extension): the full report computed at upload."""
 
     object: Literal["file.validation"] = "file.validation"
-    file_id: str
+    file_id: str | None
+    """The file reported on; null for ``POST /v1/files/validate``, which stores nothing."""
     valid: bool
     format: Literal["chat", "preference", "completion"] | None
     n_examples: int
@@ -99,6 +100,8 @@ class FileValidation(BaseModel):
     statistics: dict[str, Any] | None
     """Distributions (min, max, mean, median, p5, p95) of messages, tokens and assistant tokens
     per example; ``examples_over_context_length``; ``billable_tokens``; ``auto_n_epochs``;
-    ``estimated_trained_tokens``."""
+    ``estimated_trained_tokens``; ``histograms`` of the same three counts, each
+    ``{"edges", "counts"}`` with at most 20 bins of equal whole-number width (bin ``i`` holds
+    ``edges[i] <= v < edges[i + 1]``; one more edge than counts)."""
     tokenizer: str | None
     context_length: int | None

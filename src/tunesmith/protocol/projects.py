@@ -46,3 +46,14 @@ class ProjectApiKeyDeleted(BaseModel):
     id: str
     object: Literal["organization.project.api_key.deleted"] = "organization.project.api_key.deleted"
     deleted: bool = True
+
+
+class Identity(BaseModel):
+    """``GET /v1/me`` (extension): who the caller's key is, for a client's sign-in."""
+
+    object: Literal["identity"] = "identity"
+    key_id: str
+    """The key's ``key_…`` id; ``"admin"`` for a configured ``TUNESMITH_ADMIN_KEY``."""
+    role: Role | Literal["admin"]
+    project: Project
+    """The project the key acts in (the admin key's is ``proj_default``)."""

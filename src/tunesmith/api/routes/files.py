@@ -1,4 +1,5 @@
-"""``/v1/files``: upload (streamed, validated), list, retrieve, content, delete, validation."""
+"""``/v1/files``: upload (streamed, validated), list, retrieve, content, delete, validation, and
+a dry-run validation that stores nothing."""
 
 from __future__ import annotations
 
@@ -71,6 +72,28 @@ async def create_file(request: Request, runtime: RuntimeDep, principal: Contribu
                 return files.file_to_protocol(row)
 
         return await run_in_threadpool(store)
+
+
+@router.post("/validate", response_model=FileValidation)
+async def validate_file(
+    request: Request, runtime: RuntimeDep, _principal: Contributor
+) -> FileValidation:
+    """Checks a fine-tune file as an upload would, and stores nothing: the portal's wizard shows
+    the report at once and uploads the file only when the job starts."""
+    settings = runtime.settings
+    with runtime.blobs.temporary() as (tmp, handle):
+        try:
+            await receive_form(
+                request,
+                file_field="file",
+                sink=handle,
+                max_bytes=settings.max_file_bytes,
+                limit_name="TUNESMITH_MAX_FILE_BYTES",
+            )
+        except ClientDisconnect:
+            raise InvalidRequest(DISCONNECTED) from None
+        report = await run_in_threadpool(files.check_fine_tune_file, tmp, runtime.validate)
+    return FileValidation(file_id=None, **report)
 
 
 @router.get("", response_model=ListPage[FileObject])

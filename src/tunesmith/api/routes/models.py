@@ -8,7 +8,7 @@ import shutil
 from fastapi import APIRouter, BackgroundTasks
 
 from tunesmith import registry
-from tunesmith.api.deps import Owner, Reader, SessionDep
+from tunesmith.api.deps import Owner, Reader, RuntimeDep, SessionDep
 from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.models import Model, ModelDeleted
 
@@ -22,8 +22,12 @@ def list_models(principal: Reader, session: SessionDep) -> ListPage[Model]:
 
 
 @router.get("/{model_id}", response_model=Model)
-def retrieve_model(model_id: str, principal: Reader, session: SessionDep) -> Model:
-    return registry.get_model(session, principal.project_id, model_id)
+def retrieve_model(
+    model_id: str, principal: Reader, session: SessionDep, runtime: RuntimeDep
+) -> Model:
+    return registry.get_model(
+        session, principal.project_id, model_id, cache_dir=runtime.settings.model_cache_dir()
+    )
 
 
 @router.delete("/{model_id}", response_model=ModelDeleted)

@@ -1,4 +1,5 @@
-"""``/v1/projects`` and their API keys: the admin's administration API."""
+"""``/v1/projects`` and their API keys: the admin's administration API; and ``/v1/me``, which
+tells any project key who it is."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from tunesmith import projects
-from tunesmith.api.deps import Admin, SessionDep, now
+from tunesmith.api.deps import Admin, Reader, SessionDep, now
 from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.projects import (
     CreateApiKeyRequest,
     CreateProjectRequest,
+    Identity,
     Project,
     ProjectApiKey,
     ProjectApiKeyDeleted,
 )
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
+identity = APIRouter(prefix="/v1/me", tags=["projects"])
 
 Limit = Annotated[int, Query(ge=1, le=100)]
 
@@ -86,3 +89,13 @@ def revoke_api_key(
 ) -> ProjectApiKeyDeleted:
     projects.revoke_key(session, project_id, key_id)
     return ProjectApiKeyDeleted(id=key_id)
+
+
+@identity.get("", response_model=Identity)
+def who_am_i(principal: Reader, session: SessionDep) -> Identity:
+    project = projects.get_project(session, principal.project_id)
+    return Identity(
+        key_id=principal.key_id,
+        role=principal.role,
+        project=projects.project_to_protocol(project),
+    )
