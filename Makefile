@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	# Debian keeps those binaries off PATH, under /usr/lib/postgresql/<version>/bin.
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql)
+	# tests/test_portal.py drives Debian's Chromium through Playwright.
+	test -x /usr/bin/chromium || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from tests.browser import chromium  # noqa: F401 (a fixture, by name)
 from tests.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures, by name)
 from tests.toy_model import build_toy_model_dir
 from tunesmith.api.app import create_app

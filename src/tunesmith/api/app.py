@@ -35,6 +35,7 @@ from tunesmith.api.routes import (
     usage,
     webhooks,
 )
+from tunesmith.api.routes.portal import mount_portal
 from tunesmith.auth import bootstrap_admin_key, ensure_default_project, hash_key
 from tunesmith.chat import Serving
 from tunesmith.jobs.worker import Worker
@@ -134,6 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Azure OpenAI's v1 paths ({endpoint}/openai/v1/...), for clients configured for Azure.
         app.include_router(router, prefix="/openai", include_in_schema=False)
     app.include_router(chat.azure)
+    mount_portal(app)
     return app
 
 

@@ -62,6 +62,8 @@ def serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     print(f"tunesmith: data in {settings.home}", flush=True)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    print(f"tunesmith: portal at http://{host}:{settings.port}/portal/", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 
