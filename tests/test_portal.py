@@ -427,3 +427,25 @@ def test_pages_fit_phone_and_laptop_widths(chromium: Any, live: LiveServer, widt
             shot(page, "phone-models")
     finally:
         context.close()
+
+
+def test_a_reader_is_offered_only_what_its_role_allows(page: Any, live: LiveServer) -> None:
+    with live.http() as http:
+        project = http.post("/v1/projects", json={"name": "analysts"}).json()
+        key = http.post(
+            f"/v1/projects/{project['id']}/api_keys", json={"name": "ro", "role": "reader"}
+        ).json()["value"]
+    sign_in(page, live, key)
+    assert page.locator("#who-project").inner_text() == "analysts"
+    assert page.locator("#who-role").inner_text() == "reader"
+    assert page.locator("#nav").get_by_role("link", name="Fine-tune").is_hidden()
+    row = page.locator("#model-list tbody tr").first
+    expect_text(row, "Details")
+    assert row.get_by_role("button", name="Deploy").count() == 0
+    assert row.get_by_role("link", name="Fine-tune").count() == 0
+    page.goto(f"{live.url}/portal/#/fine-tune")
+    expect_text(page.get_by_role("alert"), "role is reader")
+    page.goto(f"{live.url}/portal/#/deployments")
+    expect_text(page.locator("main .view h1"), "^Deployments$")
+    assert page.locator("#deploy-form").count() == 0
+    assert page.console.errors == []

@@ -19,6 +19,7 @@ const routes = [
 ];
 
 const main = document.getElementById("view");
+const RANK = { reader: 0, contributor: 1, owner: 2, admin: 3 };
 let identity = null;
 let stop = null;
 let generation = 0; // a view shows only if no newer route started while it loaded
@@ -82,6 +83,8 @@ function showIdentity() {
   document.getElementById("who-project").textContent = identity.project.name;
   document.getElementById("who-project").title = identity.project.id;
   document.getElementById("who-role").textContent = identity.role;
+  // A reader cannot train: the wizard's link goes (the page itself says why, if opened).
+  document.querySelector('#nav a[href="#/fine-tune"]').hidden = RANK[identity.role] < RANK.contributor;
 }
 
 async function route() {
@@ -106,6 +109,8 @@ async function route() {
     replace(main, h("p", { class: "loading" }, "Loading…"));
     const ctx = {
       identity,
+      // What the key's role allows, so a page offers only what the API would accept.
+      can: (role) => RANK[identity.role] >= RANK[role],
       query: new URLSearchParams(query || ""),
       go: (to) => {
         location.hash = to;

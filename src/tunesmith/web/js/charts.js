@@ -31,6 +31,15 @@ export function ticks(lo, hi, count = 5) {
   return out;
 }
 
+// [lo, hi] widened to the tick marks around them, so the top value has a gridline and a label.
+export function niceRange(lo, hi) {
+  const marks = ticks(lo, hi);
+  if (marks.length < 2) return [lo, hi];
+  const step = marks[1] - marks[0];
+  const top = marks[marks.length - 1] < hi ? marks[marks.length - 1] + step : hi;
+  return [Math.min(lo, Math.floor(lo / step) * step), top];
+}
+
 function label(value) {
   const abs = Math.abs(value);
   if (abs >= 10000) return `${(value / 1000).toFixed(0)}k`;
@@ -49,7 +58,7 @@ function frame(title, xLabel, yLabel, xs, ys) {
   const plotW = WIDTH - PAD.left - PAD.right;
   const plotH = HEIGHT - PAD.top - PAD.bottom;
   const [x0, x1] = xs;
-  const [y0, y1] = ys;
+  const [y0, y1] = niceRange(ys[0], ys[1]);
   const sx = (x) => PAD.left + (x1 > x0 ? ((x - x0) / (x1 - x0)) * plotW : plotW / 2);
   const sy = (y) => PAD.top + plotH - (y1 > y0 ? ((y - y0) / (y1 - y0)) * plotH : plotH / 2);
   const grid = svg("g", { class: "grid" });

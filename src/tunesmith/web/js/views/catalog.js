@@ -18,7 +18,7 @@ const KINDS = [
 
 const TASK_NAMES = Object.fromEntries(TASKS.filter(([v]) => v));
 
-export async function render(main) {
+export async function render(main, _params, ctx) {
   const [models, deployments] = await Promise.all([
     api.all("/v1/models"),
     api.all("/v1/deployments"),
@@ -52,11 +52,15 @@ export async function render(main) {
       "div",
       { class: "row-actions" },
       h("button", { type: "button", class: "small secondary", onclick: () => showDetail(m) }, "Details"),
-      h("a", { class: "button small secondary", href: `#/fine-tune?model=${encodeURIComponent(m.id)}` }, "Fine-tune"),
+      ctx.can("contributor")
+        ? h("a", { class: "button small secondary", href: `#/fine-tune?model=${encodeURIComponent(m.id)}` }, "Fine-tune")
+        : null,
       deployed
         ? h("a", { class: "button small secondary", href: "#/deployments" }, `Deployed as ${deployed}`)
-        : h("button", { type: "button", class: "small", onclick: () => deployForm(m, status) }, "Deploy"),
-      m.kind !== "base"
+        : ctx.can("owner")
+          ? h("button", { type: "button", class: "small", onclick: () => deployForm(m, status) }, "Deploy")
+          : null,
+      m.kind !== "base" && ctx.can("owner")
         ? h(
             "button",
             {

@@ -95,6 +95,7 @@ export async function render(main, _params, ctx) {
         draw();
       });
     });
+    const owner = ctx.can("owner");
     return h(
       "article",
       { class: "card deployment", dataset: { deployment: dep.name } },
@@ -106,8 +107,8 @@ export async function render(main, _params, ctx) {
           "div",
           { class: "actions" },
           h("a", { class: "button small", href: `#/playground?deployment=${encodeURIComponent(dep.name)}` }, "Open in playground"),
-          showKeys,
-          remove,
+          owner ? showKeys : null,
+          owner ? remove : null,
         ),
       ),
       h(
@@ -124,7 +125,13 @@ export async function render(main, _params, ctx) {
         ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
       ),
       keys,
-      h("details", {}, h("summary", {}, "Limits and content filter"), settings),
+      owner
+        ? h("details", {}, h("summary", {}, "Limits and content filter"), settings)
+        : h(
+            "p",
+            { class: "hint" },
+            `Limits: ${limits.requests_per_minute} requests and ${limits.tokens_per_minute} tokens per minute, ${limits.max_concurrent_requests} at once; content filter ${dep.content_filter ? "on" : "off"}.`,
+          ),
       errors,
     );
   }
@@ -182,7 +189,7 @@ export async function render(main, _params, ctx) {
       { class: "lead" },
       "Each deployment serves a model behind the OpenAI-compatible chat endpoint, with its own keys, limits and content filter.",
     ),
-    form,
+    ctx.can("owner") ? form : null,
     list,
   );
   draw();

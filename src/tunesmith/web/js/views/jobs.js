@@ -31,6 +31,9 @@ export async function renderList(main) {
         ),
         { empty: "No fine-tuning jobs yet. Start one with Fine-tune." },
       ),
+      jobs.has_more
+        ? h("p", { class: "hint" }, "The newest 100 jobs; the CLI (tunesmith jobs list) pages through all.")
+        : null,
     );
     return jobs.data;
   }
@@ -61,7 +64,7 @@ function progressText(job) {
   return h("small", { class: "progress-text" }, ` ${job.step}/${job.total_steps}`);
 }
 
-export async function renderJob(main, [jobId]) {
+export async function renderJob(main, [jobId], ctx) {
   let job = await api.get(`/v1/fine_tuning/jobs/${jobId}`);
   const events = new Map(); // id → event; the newest page is merged in on each poll
   const metrics = new Map(); // step → data (a resumed step replaces its earlier report)
@@ -116,13 +119,14 @@ export async function renderJob(main, [jobId]) {
       );
       return b;
     };
+    const mayChange = ctx.can("contributor");
     replace(
       controls,
-      job.status === "running" ? button("Pause", "pause") : null,
-      job.status === "paused" ? button("Resume", "resume") : null,
-      FINAL.has(job.status) ? null : button("Cancel", "cancel", "danger"),
+      mayChange && job.status === "running" ? button("Pause", "pause") : null,
+      mayChange && job.status === "paused" ? button("Resume", "resume") : null,
+      mayChange && !FINAL.has(job.status) ? button("Cancel", "cancel", "danger") : null,
       job.result_files.length ? downloadButton(job.result_files[0]) : null,
-      job.fine_tuned_model
+      job.fine_tuned_model && ctx.can("owner")
         ? h("a", { class: "button", href: `#/deployments?model=${encodeURIComponent(job.fine_tuned_model)}` }, "Deploy")
         : null,
     );

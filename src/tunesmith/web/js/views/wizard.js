@@ -11,6 +11,16 @@ const MAX_SPLIT_PERCENT = 50;
 const STEPS = ["Base model", "Training data", "Validation data", "Task parameters", "Review"];
 
 export async function render(main, _params, ctx) {
+  if (!ctx.can("contributor")) {
+    replace(
+      main,
+      h("h1", {}, "Fine-tune a model"),
+      errorBox(
+        `This key's role is ${ctx.identity.role}: it can look at jobs and models but not upload files or start jobs. Sign in with a contributor's or owner's key to fine-tune.`,
+      ),
+    );
+    return null;
+  }
   const [models, files] = await Promise.all([
     api.all("/v1/models"),
     api.all("/v1/files?purpose=fine-tune"),
