@@ -72,6 +72,9 @@ def test_portal_is_served_by_tunesmith_alone(live: LiveServer) -> None:
             assert http.get(f"/portal/{asset}").status_code == 200, asset
         # and the modules import only their siblings
         web = (Path(__file__).parents[1] / "src/tunesmith/web").resolve()
+        # the page names every module up front (preloads), so none waits for its importer
+        modules = {p.relative_to(web).as_posix() for p in web.rglob("*.js")}
+        assert {a for a in assets if a.endswith(".js")} == modules
         for module in web.rglob("*.js"):
             for target in re.findall(r'from "([^"]+)"', module.read_text()):
                 assert target.startswith("."), (module.name, target)

@@ -77,9 +77,11 @@ export async function renderJob(main, [jobId], ctx) {
   const checkpoints = h("section", { class: "card", id: "job-checkpoints" });
   const eventList = h("section", { class: "card", id: "job-events" });
 
+  // Merges the events not seen yet (newest first: pages until one already seen); returns how
+  // many of them were messages, which is when checkpoints may have changed.
   async function pollEvents() {
-    // Newest first: page until an event already seen.
     let after = null;
+    let messages = 0;
     for (;;) {
       const page = await api.get(
         `/v1/fine_tuning/jobs/${jobId}/events?limit=100${after ? `&after=${after}` : ""}`,
@@ -93,9 +95,11 @@ export async function renderJob(main, [jobId], ctx) {
         events.set(event.id, event);
         if (event.type === "metrics" && event.data && event.data.step !== undefined) {
           metrics.set(event.data.step, event.data);
+        } else {
+          messages += 1;
         }
       }
-      if (seen || !page.has_more || !page.data.length) return;
+      if (seen || !page.has_more || !page.data.length) return messages;
       after = page.data[page.data.length - 1].id;
     }
   }
@@ -277,15 +281,13 @@ export async function renderJob(main, [jobId], ctx) {
   await drawCheckpoints();
 
   let running = true;
-  let lastStatus = job.status;
   async function tick() {
     if (!running) return;
     try {
       job = await api.get(`/v1/fine_tuning/jobs/${jobId}`);
-      await pollEvents();
+      const news = await pollEvents();
       draw();
-      if (job.status !== lastStatus || metrics.size % 10 === 0) await drawCheckpoints();
-      lastStatus = job.status;
+      if (news) await drawCheckpoints();
     } catch (err) {
       replace(controlErrors, errorBox(err));
     }

@@ -255,7 +255,8 @@ export async function render(main, _params, ctx) {
             value,
             checked: slot.source === value,
             onchange: () => {
-              slot.source = value;
+              // A new source starts empty: a report never outlives the file it describes.
+              Object.assign(slot, { source: value, file: null, fileId: null, report: null });
               onChange();
             },
           }),
