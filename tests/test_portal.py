@@ -315,6 +315,14 @@ def test_a_dropped_bad_file_shows_its_line_errors_and_creates_nothing(
     assert second[0] == "7" and "assistant" in second[2]
     assert page.get_by_role("button", name="Next").is_disabled()
     shot(page, "wizard-bad-file")
+
+    # A good file enables Next; another source starts over, with no report left behind.
+    drop_file(page, "#training-drop", "good.jsonl", training_file(12))
+    expect_text(report, "good.jsonl: 12 valid examples")
+    assert page.get_by_role("button", name="Next").is_enabled()
+    page.get_by_label("Choose an uploaded file").check()
+    assert page.get_by_role("button", name="Next").is_disabled()
+    assert page.locator("#training-report").inner_text() == ""
     with live.http() as http:
         assert http.get("/v1/files").json()["data"] == []
     assert page.console.errors == []
