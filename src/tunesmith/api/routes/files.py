@@ -3,7 +3,7 @@ a dry-run validation that stores nothing."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
@@ -12,11 +12,12 @@ from starlette.requests import ClientDisconnect
 
 from tunesmith import files
 from tunesmith.api.deps import Contributor, Reader, RuntimeDep, SessionDep, now
-from tunesmith.api.multipart import receive_form
+from tunesmith.api.multipart import ReceivedForm, receive_form
 from tunesmith.errors import InvalidRequest
 from tunesmith.jobs.service import check_file_deletable
 from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.files import FileDeleted, FileObject, FileValidation
+from tunesmith.settings import Settings
 from tunesmith.store.db import transaction
 from tunesmith.store.tables import FileRow
 
@@ -32,20 +33,24 @@ def owned_file(file_id: str, principal: Reader, session: SessionDep) -> FileRow:
 OwnedFile = Annotated[FileRow, Depends(owned_file)]
 
 
+async def _receive_file(request: Request, settings: Settings, sink: BinaryIO) -> ReceivedForm:
+    """The multipart body, its ``file`` part streamed into ``sink`` up to the file size limit."""
+    try:
+        return await receive_form(
+            request,
+            file_field="file",
+            sink=sink,
+            max_bytes=settings.max_file_bytes,
+            limit_name="TUNESMITH_MAX_FILE_BYTES",
+        )
+    except ClientDisconnect:
+        raise InvalidRequest(DISCONNECTED) from None
+
+
 @router.post("", response_model=FileObject)
 async def create_file(request: Request, runtime: RuntimeDep, principal: Contributor) -> FileObject:
-    settings = runtime.settings
     with runtime.blobs.temporary() as (tmp, handle):
-        try:
-            form = await receive_form(
-                request,
-                file_field="file",
-                sink=handle,
-                max_bytes=settings.max_file_bytes,
-                limit_name="TUNESMITH_MAX_FILE_BYTES",
-            )
-        except ClientDisconnect:
-            raise InvalidRequest(DISCONNECTED) from None
+        form = await _receive_file(request, runtime.settings, handle)
         filename = files.sanitize_filename(form.filename)
         purpose = files.check_purpose(form.fields.get("purpose"), filename)
         created = now()
@@ -80,18 +85,8 @@ async def validate_file(
 ) -> FileValidation:
     """Checks a fine-tune file as an upload would, and stores nothing: the portal's wizard shows
     the report at once and uploads the file only when the job starts."""
-    settings = runtime.settings
     with runtime.blobs.temporary() as (tmp, handle):
-        try:
-            await receive_form(
-                request,
-                file_field="file",
-                sink=handle,
-                max_bytes=settings.max_file_bytes,
-                limit_name="TUNESMITH_MAX_FILE_BYTES",
-            )
-        except ClientDisconnect:
-            raise InvalidRequest(DISCONNECTED) from None
+        await _receive_file(request, runtime.settings, handle)
         report = await run_in_threadpool(files.check_fine_tune_file, tmp, runtime.validate)
     return FileValidation(file_id=None, **report)
 
