@@ -460,3 +460,34 @@ def test_a_reader_is_offered_only_what_its_role_allows(page: Any, live: LiveServ
     expect_text(page.locator("main .view h1"), "^Deployments$")
     assert page.locator("#deploy-form").count() == 0
     assert page.console.errors == []
+
+
+def test_the_playground_shows_refusals_in_the_conversation_and_keeps_the_message(
+    page: Any, jobs_api: LiveServer
+) -> None:
+    with jobs_api.http() as http:
+        created = http.post(
+            "/v1/deployments",
+            json={"name": "toy", "model": TOY_BASE, "rate_limits": {"requests_per_minute": 1}},
+        )
+        assert created.status_code == 200, created.text
+    sign_in(page, jobs_api)
+    page.goto(f"{jobs_api.url}/portal/#/playground?deployment=toy")
+    page.get_by_label("Max tokens").fill("300")
+    message = page.get_by_label("Message", exact=True)
+    message.fill("Hello there")
+    message.press("Enter")
+    # the API's refusal, in its words, where the answer would have been
+    expect_text(page.locator("#pg-transcript").get_by_role("alert"), "context")
+    page.get_by_label("Max tokens").fill("8")
+    page.get_by_role("button", name="Clear").click()
+    message.fill("Hello there")
+    message.press("Enter")
+    expect_text(page.locator("#pg-status"), "completion tokens")
+    message.fill("And again")
+    message.press("Enter")
+    refusal = page.locator("#pg-transcript").get_by_role("alert")
+    expect_text(refusal, "Too many requests")
+    assert message.input_value() == "And again"  # put back to send once the limit allows
+    assert page.locator(".msg.user").count() == 2 and page.locator(".msg.assistant").count() == 1
+    assert page.console.errors == []
