@@ -491,3 +491,42 @@ def test_the_playground_shows_refusals_in_the_conversation_and_keeps_the_message
     assert message.input_value() == "And again"  # put back to send once the limit allows
     assert page.locator(".msg.user").count() == 2 and page.locator(".msg.assistant").count() == 1
     assert page.console.errors == []
+
+
+def test_a_failed_job_shows_why_on_its_page(page: Any, jobs_live: LiveServer) -> None:
+    client = jobs_live.client()
+    training = client.files.create(file=("t.jsonl", training_file(12)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=TOY_BASE, training_file=training.id, extra_body={"validation_split": 0.25}
+    )
+    sign_in(page, jobs_live)
+    page.goto(f"{jobs_live.url}/portal/#/jobs/{job.id}")
+    expect_text(page.locator(".title-row .badge"), "failed")
+    reason = page.locator("#job-progress").get_by_role("alert")
+    expect_text(reason, "leaving 9, but must have at least 10 examples")
+    expect_text(reason, "invalid_n_examples")
+    assert page.get_by_role("button", name="Cancel").count() == 0
+
+
+def test_chart_scales_and_formatters(page: Any, live: LiveServer) -> None:
+    page.goto(f"{live.url}/portal/")
+    got = page.evaluate(
+        """async () => {
+            const charts = await import("./js/charts.js");
+            const dom = await import("./js/dom.js");
+            return {
+                ticks: charts.ticks(0, 1),
+                loss: charts.niceRange(0.0012, 3.93),
+                accuracy: charts.niceRange(0.27, 1),
+                flat: charts.ticks(5, 5),
+                durations: [dom.duration(42), dom.duration(3725), dom.duration(null)],
+                sizes: [dom.bytes(512), dom.bytes(1536), dom.bytes(5 * 1024 * 1024)],
+            };
+        }"""
+    )
+    assert got["ticks"] == [0, 0.2, 0.4, 0.6, 0.8, 1]
+    assert got["loss"] == [0, 4]  # the top value gets a labelled gridline above it
+    assert got["accuracy"] == [0.2, 1]
+    assert got["flat"] == [5]
+    assert got["durations"] == ["0:42", "1:02:05", "—"]
+    assert got["sizes"] == ["512 B", "1.5 KB", "5.0 MB"]

@@ -35,9 +35,10 @@ export function ticks(lo, hi, count = 5) {
 export function niceRange(lo, hi) {
   const marks = ticks(lo, hi);
   if (marks.length < 2) return [lo, hi];
-  const step = marks[1] - marks[0];
-  const top = marks[marks.length - 1] < hi ? marks[marks.length - 1] + step : hi;
-  return [Math.min(lo, Math.floor(lo / step) * step), top];
+  const round = (v) => Number(v.toPrecision(12)); // 0.2, not 0.19999999999999996
+  const step = round(marks[1] - marks[0]);
+  const top = marks[marks.length - 1] < hi ? round(marks[marks.length - 1] + step) : hi;
+  return [Math.min(lo, round(Math.floor(lo / step) * step)), top];
 }
 
 function label(value) {
