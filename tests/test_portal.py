@@ -530,3 +530,35 @@ def test_chart_scales_and_formatters(page: Any, live: LiveServer) -> None:
     assert got["flat"] == [5]
     assert got["durations"] == ["0:42", "1:02:05", "—"]
     assert got["sizes"] == ["512 B", "1.5 KB", "5.0 MB"]
+
+
+def test_the_wizard_takes_an_uploaded_file_and_shows_a_refused_parameter(
+    page: Any, jobs_api: LiveServer
+) -> None:
+    client = jobs_api.client()
+    training = client.files.create(file=("mine.jsonl", training_file(12)), purpose="fine-tune")
+    sign_in(page, jobs_api)
+    page.goto(f"{jobs_api.url}/portal/#/fine-tune?model={TOY_BASE}")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_label("Choose an uploaded file").check()
+    page.get_by_label("Uploaded file", exact=True).select_option(training.id)
+    expect_text(page.locator("#training-report"), f"{training.id}: 12 valid examples")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_role("button", name="Next").click()  # no validation data
+    page.get_by_label("Customize").check()
+    page.get_by_label("Number of epochs").fill("500")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_role("button", name="Start fine-tuning").click()
+    refusal = page.locator("#start-errors").get_by_role("alert")
+    expect_text(refusal, "n_epochs")
+    assert client.fine_tuning.jobs.list().data == []
+    assert [f.id for f in client.files.list().data] == [training.id]  # nothing uploaded again
+
+    page.get_by_role("button", name="Back").click()
+    page.get_by_label("Number of epochs").fill("3")
+    page.get_by_role("button", name="Next").click()
+    page.get_by_role("button", name="Start fine-tuning").click()
+    page.wait_for_url(re.compile(r"#/jobs/ftjob-"))
+    (job,) = client.fine_tuning.jobs.list().data
+    assert job.training_file == training.id
+    assert job.method.supervised.hyperparameters.model_dump()["n_epochs"] == 3
