@@ -158,7 +158,8 @@ export function histogram({ title, xLabel, data }) {
     const w = Math.max(1, sx(edges[i + 1]) - x - 1);
     const y = sy(count);
     bars.append(svg("rect", { x, y, width: w, height: sy(0) - y },
-      svg("title", {}, `${edges[i]}–${edges[i + 1]}: ${count}`)));
+      // bins hold whole numbers from edges[i] up to, not including, edges[i + 1]
+      svg("title", {}, `${edges[i + 1] - edges[i] === 1 ? edges[i] : `${edges[i]}–${edges[i + 1] - 1}`}: ${count}`)));
   });
   root.append(bars);
   const caption = document.createElement("figcaption");
