@@ -116,7 +116,7 @@ def jobs_settings_for(home: Path, toy_model_dir: Path, **overrides: object) -> S
     return Settings(**values)  # type: ignore[arg-type]
 
 
-def register_toy_base(app: FastAPI, toy_model_dir: Path) -> None:
+def register_toy_base(app: FastAPI, toy_model_dir: Path, model_id: str = TOY_BASE) -> None:
     from tunesmith.catalog.registry import register_base_model
     from tunesmith.store.db import transaction
 
@@ -124,7 +124,7 @@ def register_toy_base(app: FastAPI, toy_model_dir: Path) -> None:
     with transaction(app.state.runtime.sessions) as session:
         register_base_model(
             session,
-            model_id=TOY_BASE,
+            model_id=model_id,
             source=str(toy_model_dir),
             cache_dir=settings.model_cache_dir(),
             now=int(time.time()),

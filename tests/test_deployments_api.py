@@ -6,13 +6,14 @@ models that cannot be deleted; and the idle sweep."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import ADMIN_KEY, TOY_BASE, LiveServer
+from tests.conftest import ADMIN_KEY, TOY_BASE, LiveServer, register_toy_base
 from tests.helpers import training_file, wait_for_job
 from tests.test_jobs_api import add_key, create, upload
 from tunesmith import deployments, housekeeping
@@ -23,6 +24,16 @@ from tunesmith.store.db import transaction
 from tunesmith.store.tables import DeploymentRow, JobRow, UsageRow
 
 DAY = 86400
+
+
+OTHER_BASE = "toy-llama-b"
+"""A second base model, the toy under another id. (Deploying the bundled SmolLM2 instead starts
+its half-minute conversion in the background, which outlives the test and slows the suite.)"""
+
+
+@pytest.fixture
+def other_base(jobs_api: LiveServer, toy_model_dir: Path) -> None:
+    register_toy_base(jobs_api.app, toy_model_dir, OTHER_BASE)
 
 
 def deploy(http: httpx.Client, name: str, model: str, **fields: Any) -> dict[str, Any]:
@@ -138,10 +149,11 @@ def test_a_deployment_lives_and_dies_with_its_events(jobs_api: LiveServer) -> No
     assert again["rate_limits"]["tokens_per_minute"] == 200000
 
 
+@pytest.mark.usefixtures("other_base")
 def test_lists_page_newest_first(jobs_api: LiveServer) -> None:
     http = jobs_api.http()
     first = deploy(http, "one", TOY_BASE)
-    second = deploy(http, "two", BUNDLED.id)
+    second = deploy(http, "two", OTHER_BASE)
     page = http.get("/v1/deployments", params={"limit": 1}).json()
     assert [d["name"] for d in page["data"]] == ["two"] and page["has_more"]
     rest = http.get("/v1/deployments", params={"limit": 1, "after": second["id"]}).json()
@@ -160,10 +172,11 @@ def test_one_deployment_per_model_and_per_name(jobs_api: LiveServer) -> None:
     assert [d["name"] for d in http.get("/v1/deployments").json()["data"]] == ["toy"]
 
 
+@pytest.mark.usefixtures("other_base")
 def test_keys_authenticate_their_deployment_only(jobs_api: LiveServer) -> None:
     http = jobs_api.http()
     deploy(http, "toy", TOY_BASE)
-    other = deploy(http, "smol", BUNDLED.id)
+    other = deploy(http, "smol", OTHER_BASE)
     keys = http.get("/v1/deployments/toy/keys").json()
     assert set(keys) == {"primary_key", "secondary_key"}
     assert keys["primary_key"].startswith("tsd-") and keys["secondary_key"].startswith("tsd-")
@@ -176,7 +189,7 @@ def test_keys_authenticate_their_deployment_only(jobs_api: LiveServer) -> None:
     assert principal.deployment_id is not None
     assert resolve(jobs_api, principal, "toy").deployment.id == principal.deployment_id
     assert resolve(jobs_api, principal, TOY_BASE).deployment.name == "toy"  # by its model
-    for model in ("smol", BUNDLED.id, "no-such-model"):
+    for model in ("smol", OTHER_BASE, "no-such-model"):
         with pytest.raises(AuthenticationError, match="belongs to the deployment 'toy'"):
             resolve(jobs_api, principal, model)
 
@@ -378,12 +391,13 @@ def test_bad_updates_name_the_param_and_change_nothing(
         assert [e["type"] for e in events(http, "toy")] == ["created"]
 
 
+@pytest.mark.usefixtures("other_base")
 def test_idle_deployments_are_swept_with_an_event_and_their_hosting_time(
     jobs_api: LiveServer,
 ) -> None:
     http = jobs_api.http()
     idle = deploy(http, "idle", TOY_BASE)
-    busy = deploy(http, "busy", BUNDLED.id)
+    busy = deploy(http, "busy", OTHER_BASE)
     runtime = jobs_api.app.state.runtime
     limit = jobs_api.settings.deployment_idle_seconds
     assert limit == 15 * DAY
