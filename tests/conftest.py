@@ -117,7 +117,7 @@ def jobs_settings_for(home: Path, toy_model_dir: Path, **overrides: object) -> S
 
 
 def register_toy_base(app: FastAPI, toy_model_dir: Path, model_id: str = TOY_BASE) -> None:
-    from tunesmith.catalog.registry import register_base_model
+    from tunesmith.catalog.base_models import register_base_model
     from tunesmith.store.db import transaction
 
     settings = app.state.runtime.settings

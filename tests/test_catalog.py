@@ -20,16 +20,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.toy_model import CHATML_TEMPLATE, CONTEXT_LENGTH, build_toy_model_dir
 from tunesmith.catalog import card
-from tunesmith.catalog.bundled import bundled_gguf, bundled_tokenizer_dir
-from tunesmith.catalog.cache import MARKER, gguf_folder
-from tunesmith.catalog.gguf_header import NotGguf, read_metadata
-from tunesmith.catalog.models import BUNDLED, BaseModelSpec, materialize
-from tunesmith.catalog.registry import (
+from tunesmith.catalog.base_models import (
     get_base_model,
     list_base_models,
     register_base_model,
     remove_base_model,
 )
+from tunesmith.catalog.bundled import bundled_gguf, bundled_tokenizer_dir
+from tunesmith.catalog.cache import MARKER, gguf_folder
+from tunesmith.catalog.gguf_header import NotGguf, read_metadata
+from tunesmith.catalog.models import BUNDLED, BaseModelSpec, materialize
 from tunesmith.errors import Conflict, InvalidRequest, NotFound
 from tunesmith.store.db import make_engine, make_session_factory, transaction
 from tunesmith.store.migrate import upgrade_to_head
@@ -532,7 +532,7 @@ def test_a_folder_chat_template_is_read_as_transformers_saves_it(tmp_path: Path)
 def test_model_cards_are_read_without_torch_or_transformers() -> None:
     """The API process lists models; these modules must not pull a deep-learning stack in."""
     code = (
-        "import sys, tunesmith.registry, tunesmith.catalog.card; "
+        "import sys, tunesmith.fine_tuned, tunesmith.catalog.card; "
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     result = subprocess.run(

@@ -231,7 +231,7 @@ def test_a_base_model_in_use_cannot_leave_the_catalog(
     sessions: sessionmaker[Session], tmp_path: Path, toy_model_dir: Path
 ) -> None:
     from tunesmith import deployments
-    from tunesmith.catalog.registry import register_base_model, remove_base_model
+    from tunesmith.catalog.base_models import register_base_model, remove_base_model
     from tunesmith.ratelimits import RateLimits
     from tunesmith.store.tables import ModelRow
 

@@ -15,10 +15,10 @@ import pytest
 from tests.conftest import TOY_BASE, LiveServer
 from tests.test_catalog import write_gguf
 from tests.toy_model import CHATML_TEMPLATE, CONTEXT_LENGTH
+from tunesmith.catalog.base_models import register_base_model
 from tunesmith.catalog.bundled import bundled_gguf
 from tunesmith.catalog.cache import MARKER, gguf_folder
 from tunesmith.catalog.gguf_header import read_metadata
-from tunesmith.catalog.registry import register_base_model
 from tunesmith.catalog.spec import BUNDLED
 from tunesmith.store.db import transaction
 from tunesmith.store.tables import ModelRow

@@ -94,7 +94,7 @@ def serve(live: LiveServer, model: str, prompt: int, completion: int, now: int, 
         target = deployments.resolve_target(session, principal, model, now=now)
         usage.record_request(
             session,
-            target=target,
+            deployment=target.deployment,
             kind=kind,
             prompt_tokens=prompt,
             completion_tokens=completion,

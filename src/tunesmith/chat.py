@@ -401,7 +401,7 @@ class Serving:
         with transaction(self.sessions) as session:
             usage.record_request(
                 session,
-                target=call.target,
+                deployment=call.target.deployment,
                 kind=call.kind,
                 prompt_tokens=call.prompt_tokens,
                 completion_tokens=call.completion_tokens,

@@ -1,6 +1,6 @@
 """Deployments: a model made callable under a name, with its own keys, limits and filter switch.
 
-The step between the registry and the chat endpoint (``… ► registry ► deployment ► chat``). A
+The step between the models and the chat endpoint (``… ► fine_tuned ► deployment ► chat``). A
 deployment names one concrete model of the project — a fine-tuned model, a checkpoint, or a
 catalog base model — and a model has at most one deployment (as in Azure AI Foundry). Chat
 requests name the deployment (Azure style) or its model; :func:`resolve_target` turns that into
@@ -13,7 +13,7 @@ periodic sweep (:func:`remove_idle`). Either way an event records it and the hos
 metered (``usage.py``); the model itself is kept. Events outlive their deployment.
 
 Invariants: one deployment per (project, name) and per (project, model_id), held by unique
-constraints; a deployed model cannot be deleted (``registry.delete_model``); a deployment of a
+constraints; a deployed model cannot be deleted (``fine_tuned.delete_model``); a deployment of a
 checkpoint is only made once the job that wrote it has ended (a running job prunes checkpoints).
 """
 
@@ -29,11 +29,11 @@ from sqlalchemy.orm import Session
 
 from tunesmith import usage
 from tunesmith.auth import LAST_USED_RESOLUTION, Principal, hash_key
-from tunesmith.catalog.registry import get_base_model
+from tunesmith.catalog.base_models import get_base_model
 from tunesmith.catalog.spec import BaseModelSpec
 from tunesmith.errors import AuthenticationError, Conflict, InvalidRequest, NotFound
+from tunesmith.fine_tuned import check_name, resolve_model
 from tunesmith.ids import new_id
-from tunesmith.jobs.states import ACTIVE
 from tunesmith.protocol.deployments import (
     Deployment,
     DeploymentEvent,
@@ -42,8 +42,8 @@ from tunesmith.protocol.deployments import (
     RateLimitsObject,
     RateLimitsRequest,
 )
+from tunesmith.protocol.jobs import ACTIVE
 from tunesmith.ratelimits import RateLimits
-from tunesmith.registry import check_name, resolve_model
 from tunesmith.store.pagination import page
 from tunesmith.store.tables import DeploymentEventRow, DeploymentRow, JobRow, ModelRow
 
@@ -124,7 +124,7 @@ def create_deployment(
     defaults: RateLimits,
     now: int,
 ) -> DeploymentRow:
-    """Deploys ``model`` (any model string ``registry.resolve_model`` accepts) as ``name``."""
+    """Deploys ``model`` (any model string ``fine_tuned.resolve_model`` accepts) as ``name``."""
     check_name(name, "name")
     resolved = resolve_model(session, project_id, model, param="model")
     model_id = resolved.row.id if resolved.row is not None else resolved.base.id

@@ -21,8 +21,8 @@ from tunesmith.data.jsonl import JsonlFormatError
 from tunesmith.data.validate import ValidationReport
 from tunesmith.errors import InvalidRequest, NotFound
 from tunesmith.ids import new_id
-from tunesmith.jobs.states import ACTIVE
 from tunesmith.protocol.files import UPLOADABLE_PURPOSES, FileObject, FileValidation
+from tunesmith.protocol.jobs import ACTIVE
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.pagination import page
 from tunesmith.store.tables import FileRow, JobRow

@@ -13,7 +13,7 @@ fine-tuning job that finished inside it. Costs are estimated from the server's p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -30,9 +30,6 @@ from tunesmith.protocol.usage import (
 from tunesmith.settings import Prices
 from tunesmith.store.tables import DeploymentEventRow, DeploymentRow, JobRow, UsageRow
 
-if TYPE_CHECKING:  # deployments imports this module to record hosting
-    from tunesmith.deployments import ServingTarget
-
 MILLION = 1_000_000
 HOUR = 3600
 
@@ -40,7 +37,7 @@ HOUR = 3600
 def record_request(
     session: Session,
     *,
-    target: ServingTarget,
+    deployment: DeploymentRow,
     kind: Literal["chat", "completion"],
     prompt_tokens: int,
     completion_tokens: int,
@@ -51,7 +48,6 @@ def record_request(
         raise ValueError(
             f"token counts cannot be negative; got {prompt_tokens} and {completion_tokens}"
         )
-    deployment = target.deployment
     session.add(
         UsageRow(
             project_id=deployment.project_id,

@@ -7,7 +7,7 @@ cache (see :mod:`tunesmith.catalog.conversion`, :mod:`tunesmith.catalog.cache`);
 used where they lie; hub ids are downloaded into the cache by ``huggingface_hub``.
 
 This module imports no database code: a job process gets a :class:`BaseModelSpec` from the
-registry once and needs nothing else.
+catalog once and needs nothing else.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from typing import Any
 
 from tunesmith.data.rules import ChatUnit, TextUnit
 from tunesmith.data.template_check import inserts_content_verbatim
-from tunesmith.data.token_spans import PieceEncoder, trained_token_ranges
+from tunesmith.data.token_spans import PieceEncoder, Rendered, trained_token_ranges
 from tunesmith.data.tool_text import inline_tools
 
 # A placeholder that no real text contains; the padding whitespace exposes templates that trim.
@@ -45,13 +45,6 @@ class TemplateError(Exception):
         super().__init__(message)
         self.message = message
         self.message_index = message_index
-
-
-@dataclass(frozen=True, slots=True)
-class Rendered:
-    text: str
-    spans: tuple[tuple[int, int], ...]
-    """Character ranges ``[start, end)`` whose tokens are trained."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,17 @@ import json
 import re
 from bisect import bisect_right
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-if TYPE_CHECKING:
-    from tunesmith.data.chat_format import Rendered
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A conversation as the model reads it (``ChatFormat.render``) and where its loss goes."""
+
+    text: str
+    spans: tuple[tuple[int, int], ...]
+    """Character ranges ``[start, end)`` whose tokens are trained."""
 
 
 def trained_token_ranges(encoding: Any, spans: Sequence[tuple[int, int]]) -> list[range]:

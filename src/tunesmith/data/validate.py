@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from tunesmith.data.chat_format import ChatFormat, Rendered, TemplateError
+from tunesmith.data.chat_format import ChatFormat, TemplateError
 from tunesmith.data.issues import Issue, IssueList
 from tunesmith.data.jsonl import iter_lines, parse_line
 from tunesmith.data.rules import ChatUnit, Format, TextUnit, check_example, reserved_pattern
 from tunesmith.data.stats import TokenStats
+from tunesmith.data.token_spans import Rendered
 
 MIN_EXAMPLES = 10  # OpenAI's minimum for a training file
 BATCH = 512  # examples tokenised per call: large enough to use every core, small for memory

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from tunesmith.fine_tuned import register_name
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import TERMINAL, next_status
-from tunesmith.registry import register_name
 from tunesmith.store.tables import FileRow, JobRow, ModelRow
 from tunesmith.webhooks import enqueue as enqueue_webhook
 

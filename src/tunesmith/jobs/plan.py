@@ -12,9 +12,9 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from tunesmith.catalog.base_models import get_base_model
 from tunesmith.catalog.models import materialize
-from tunesmith.catalog.registry import get_base_model
-from tunesmith.registry import fine_tuned_name
+from tunesmith.fine_tuned import fine_tuned_name
 from tunesmith.settings import Settings
 from tunesmith.store.tables import JobRow, ModelRow, ProjectRow
 from tunesmith.training.config import ResolvedConfig

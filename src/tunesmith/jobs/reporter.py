@@ -10,10 +10,10 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tunesmith.fine_tuned import checkpoint_model_name
 from tunesmith.ids import new_id
 from tunesmith.jobs.events import add_event, add_metrics_event, metrics_data
 from tunesmith.jobs.plan import JobPlan
-from tunesmith.registry import checkpoint_model_name
 from tunesmith.store.db import transaction
 from tunesmith.store.tables import JobCheckpointRow, JobRow, ModelRow
 from tunesmith.training.metrics import CheckpointInfo, StepMetrics

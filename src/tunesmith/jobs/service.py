@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from tunesmith.errors import Conflict, InvalidRequest, NotFound
 from tunesmith.files import get_file
+from tunesmith.fine_tuned import resolve_model
 from tunesmith.ids import new_id
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.spec import JobRequest
@@ -32,7 +33,6 @@ from tunesmith.protocol.jobs import (
     Method,
     SupervisedMethod,
 )
-from tunesmith.registry import resolve_model
 from tunesmith.store.pagination import page
 from tunesmith.store.tables import FileRow, JobCheckpointRow, JobEventRow, JobRow
 from tunesmith.webhooks import enqueue as enqueue_webhook

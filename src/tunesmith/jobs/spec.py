@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunesmith.errors import InvalidRequest
-from tunesmith.registry import check_name
+from tunesmith.fine_tuned import check_name
 from tunesmith.training.config import TrainConfig
 
 FIELDS = frozenset(

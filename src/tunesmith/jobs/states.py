@@ -20,14 +20,11 @@ from __future__ import annotations
 from typing import Final, Literal
 
 from tunesmith.errors import Conflict
+from tunesmith.protocol.jobs import ACTIVE, TERMINAL
+from tunesmith.protocol.jobs import JobStatus as Status
 
-Status = Literal[
-    "validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"
-]
+__all__ = ["ACTIVE", "TERMINAL", "Action", "Status", "can", "next_status"]
 Action = Literal["validated", "claim", "requeue", "succeed", "fail", "pause", "resume", "cancel"]
-
-TERMINAL: Final = frozenset({"succeeded", "failed", "cancelled"})
-ACTIVE: Final = frozenset({"validating_files", "queued", "running", "paused"})
 
 TRANSITIONS: Final[dict[tuple[str, str], Status]] = {
     ("validating_files", "validated"): "queued",

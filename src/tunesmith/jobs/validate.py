@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tunesmith.catalog.registry import get_base_model
+from tunesmith.catalog.base_models import get_base_model
 from tunesmith.catalog.sources import safetensors_layers
 from tunesmith.catalog.spec import BaseModelSpec
 from tunesmith.data.chat_format import ChatFormat

@@ -6,13 +6,17 @@ Our extensions ride along as extra fields (``validation_split``, ``priority``,
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field
 
 JobStatus = Literal[
     "validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"
 ]
+TERMINAL: Final = frozenset({"succeeded", "failed", "cancelled"})
+"""A job in one of these statuses never moves again (``jobs/states.py`` holds the moves)."""
+ACTIVE: Final = frozenset({"validating_files", "queued", "running", "paused"})
+"""A job in one of these statuses still holds on to its files and starting model."""
 
 
 class JobError(BaseModel):

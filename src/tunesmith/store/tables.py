@@ -99,7 +99,7 @@ class UploadPartRow(Base):
 
 
 class BaseModelRow(Base):
-    """A base model an operator registered (``catalog/registry.py``). Installation-wide, so it
+    """A base model an operator registered (``catalog/base_models.py``). Installation-wide, so it
     carries no ``project_id``; the bundled model is built in and has no row."""
 
     __tablename__ = "base_models"
@@ -188,7 +188,7 @@ class JobCheckpointRow(Base):
 
 
 class ModelRow(Base):
-    """A fine-tuned model or checkpoint (``registry.py``), addressable as a model id.
+    """A fine-tuned model or checkpoint (``fine_tuned.py``), addressable as a model id.
 
     ``path`` holds LoRA adapters or full weights (``kind``). An adapter applies to the full
     weights of ``weights_of``: a catalog base model id, or a full fine-tuned model's id."""

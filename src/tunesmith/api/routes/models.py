@@ -7,7 +7,7 @@ import shutil
 
 from fastapi import APIRouter, BackgroundTasks
 
-from tunesmith import registry
+from tunesmith import fine_tuned
 from tunesmith.api.deps import Owner, Reader, RuntimeDep, SessionDep
 from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.models import Model, ModelDeleted
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 @router.get("", response_model=ListPage[Model])
 def list_models(principal: Reader, session: SessionDep) -> ListPage[Model]:
-    models = registry.list_models(session, principal.project_id)
+    models = fine_tuned.list_models(session, principal.project_id)
     return ListPage.of(models, has_more=False, ids=[m.id for m in models])
 
 
@@ -25,7 +25,7 @@ def list_models(principal: Reader, session: SessionDep) -> ListPage[Model]:
 def retrieve_model(
     model_id: str, principal: Reader, session: SessionDep, runtime: RuntimeDep
 ) -> Model:
-    return registry.get_model(
+    return fine_tuned.get_model(
         session, principal.project_id, model_id, cache_dir=runtime.settings.model_cache_dir()
     )
 
@@ -34,7 +34,7 @@ def retrieve_model(
 def delete_model(
     model_id: str, principal: Owner, session: SessionDep, background: BackgroundTasks
 ) -> ModelDeleted:
-    folder = registry.delete_model(session, principal.project_id, model_id)
+    folder = fine_tuned.delete_model(session, principal.project_id, model_id)
     # The folder goes once the response (and so the transaction) is done.
     background.add_task(shutil.rmtree, folder, ignore_errors=True)
     return ModelDeleted(id=model_id)

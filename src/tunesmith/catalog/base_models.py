@@ -30,7 +30,7 @@ from tunesmith.catalog.spec import (
     BaseModelSpec,
 )
 from tunesmith.errors import Conflict, InvalidRequest, NotFound
-from tunesmith.jobs.states import ACTIVE
+from tunesmith.protocol.jobs import ACTIVE
 from tunesmith.store.tables import BaseModelRow, DeploymentRow, JobRow, ModelRow
 
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

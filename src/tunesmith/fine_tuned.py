@@ -19,11 +19,11 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tunesmith.catalog.base_models import get_base_model, list_base_models
 from tunesmith.catalog.card import base_chat_template, chat_template_in, license_of
-from tunesmith.catalog.registry import get_base_model, list_base_models
 from tunesmith.catalog.spec import BaseModelSpec
 from tunesmith.errors import Conflict, InvalidRequest, NotFound
-from tunesmith.jobs.states import ACTIVE
+from tunesmith.protocol.jobs import ACTIVE
 from tunesmith.protocol.models import Model
 from tunesmith.store.tables import (
     DeploymentRow,
