@@ -3,9 +3,11 @@ or processes race to build the same one."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,23 +52,88 @@ def test_a_failed_build_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_racing_threads_end_with_one_complete_folder(tmp_path: Path) -> None:
-    barrier = threading.Barrier(2)
+class Gated:
+    """A build that waits for the test to let it finish, then writes a folder or fails."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+        self.error = error
+
+    def __call__(self, staging: Path) -> None:
+        self.calls += 1
+        self.started.set()
+        assert self.release.wait(30)
+        if self.error is not None:
+            raise self.error
+        (staging / "weights.bin").write_text("built")
+
+
+def in_thread(target: Path, build: Callable[[Path], None]) -> tuple[threading.Thread, list[object]]:
+    """``build_once`` on a thread of its own; the list receives its result or its error."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(build_once(target, build))
+        except BaseException as exc:  # handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def wait_until_waiting(caplog: pytest.LogCaptureFixture, count: int) -> None:
+    """Until ``count`` callers have said they wait for another caller's build."""
+    deadline = time.monotonic() + 30
+    while sum("which another caller is building" in r.getMessage() for r in caplog.records) < count:
+        assert time.monotonic() < deadline, "no caller waited for the running build"
+        time.sleep(0.01)
+
+
+def test_threads_asking_at_once_share_one_build(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tunesmith.catalog.cache")
     target = tmp_path / "model"
-    results: dict[str, Path] = {}
-
-    def run(label: str) -> None:
-        results[label] = build_once(target, _writer(label, barrier))
-
-    threads = [threading.Thread(target=run, args=(label,)) for label in ("a", "b")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
+    build = Gated()
+    first, first_outcome = in_thread(target, build)
+    assert build.started.wait(30)
+    waiters = [in_thread(target, build) for _ in range(2)]
+    wait_until_waiting(caplog, 2)  # both asked while the first build ran
+    build.release.set()
+    for thread, _ in [(first, first_outcome), *waiters]:
         thread.join(timeout=30)
-    assert results == {"a": target, "b": target}
-    assert is_complete(target)
-    assert (target / "weights.bin").read_text() in {"a", "b"}  # one whole build, not a mixture
+    assert build.calls == 1
+    assert [first_outcome, *(outcome for _, outcome in waiters)] == [[target]] * 3
+    assert (target / "weights.bin").read_text() == "built"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging left
+
+
+def test_a_failed_build_reaches_every_waiter_and_the_next_caller_builds_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tunesmith.catalog.cache")
+    target = tmp_path / "model"
+    failing = Gated(OSError("disk full"))
+    first, first_outcome = in_thread(target, failing)
+    assert failing.started.wait(30)
+    waiter, waiter_outcome = in_thread(target, failing)
+    wait_until_waiting(caplog, 1)
+    failing.release.set()
+    first.join(timeout=30)
+    waiter.join(timeout=30)
+    assert failing.calls == 1  # the waiter got the failure, it did not build again
+    for outcome in (first_outcome, waiter_outcome):
+        (error,) = outcome
+        assert isinstance(error, OSError) and str(error) == "disk full"
+    assert list(tmp_path.iterdir()) == []
+    retry = Gated()
+    retry.release.set()
+    assert build_once(target, retry) == target  # the failure is not remembered
+    assert retry.calls == 1 and is_complete(target)
 
 
 def _build_in_process(target: str, label: str, barrier: threading.Barrier) -> None:
