@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tunesmith import deployments, usage
 from tunesmith.auth import Principal
-from tunesmith.catalog.models import materialize
+from tunesmith.catalog.models import ModelUnavailable, materialize
 from tunesmith.catalog.spec import CHAT_COMPLETION, TEXT_GENERATION
 from tunesmith.deployments import ServingTarget
 from tunesmith.errors import InvalidRequest, ServerError
@@ -180,7 +180,9 @@ class Serving:
         now = int(time.time())
         with transaction(self.sessions) as session:
             target = deployments.resolve_target(session, principal, request.model, now=now)
-            source, folder = _source_of(session, target, self.settings)
+            owner = _weights_owner(session, target)
+        # Outside the transaction: the first request for a GGUF model waits for its conversion.
+        source, folder = _source_of(target, owner, self.settings)
         assets = self.assets(source, folder, target.deployment.model_id)
         if isinstance(request, ChatCompletionRequest):
             kind: Kind = "chat"
@@ -284,7 +286,8 @@ class Serving:
                     now=int(time.time()),
                     touch=False,
                 )
-                source, folder = _source_of(session, target, self.settings)
+                owner = _weights_owner(session, target)
+            source, folder = _source_of(target, owner, self.settings)
             self.assets(source, folder, target.deployment.model_id)
             self.engine.prepare(source)
         except Exception:
@@ -456,23 +459,39 @@ def _last_boundary(text: str) -> int:
     return 0
 
 
-def _source_of(
-    session: Session, target: ServingTarget, settings: Settings
-) -> tuple[ModelSource, Path]:
-    """The weights (and adapter) to serve, and the folder holding the served tokenizer."""
+def _weights_owner(session: Session, target: ServingTarget) -> Path | None:
+    """The folder of the full fine-tuned model a deployed adapter runs on, if it has one (an
+    adapter trained on top of a fully fine-tuned model); None: the catalog base model."""
     row = target.model
-    if row is None:
-        folder = materialize(target.base, settings.model_cache_dir())
-        return ModelSource(folder), folder
-    path = Path(row.path)
-    if row.kind == "full":
+    if row is None or row.kind == "full" or not row.weights_of:
+        return None
+    owner = session.get(ModelRow, row.weights_of)
+    return Path(owner.path) if owner is not None else None
+
+
+def _source_of(
+    target: ServingTarget, owner: Path | None, settings: Settings
+) -> tuple[ModelSource, Path]:
+    """The weights (and adapter) to serve, and the folder holding the served tokenizer. A GGUF
+    base model is converted on first use (once, however many requests ask at the same time);
+    one that cannot be is the request's error, not a server error."""
+    row = target.model
+    if row is not None and row.kind == "full":
+        path = Path(row.path)
         return ModelSource(path), path
-    owner = session.get(ModelRow, row.weights_of) if row.weights_of else None
-    weights = (
-        Path(owner.path)
-        if owner is not None
-        else materialize(target.base, settings.model_cache_dir())
-    )
+    weights = owner
+    if weights is None:
+        try:
+            weights = materialize(target.base, settings.model_cache_dir())
+        except ModelUnavailable as exc:
+            raise InvalidRequest(
+                f"{target.deployment.model_id} cannot be served: {exc}",
+                param="model",
+                code="model_not_servable",
+            ) from None
+    if row is None:
+        return ModelSource(weights), weights
+    path = Path(row.path)
     return ModelSource(weights, path), path
 
 

