@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from transformers import AutoTokenizer
 
 from tests.adapters import random_adapter
 from tunesmith.catalog.models import load_causal_lm
+from tunesmith.serving.adapters import Adapter
 from tunesmith.serving.engine import Engine, ModelSource
 from tunesmith.serving.sampling import SamplingParams, TextStream
 from tunesmith.training.lora import apply_lora, load_lora_state_dict, merge_lora, read_adapter
@@ -250,6 +252,77 @@ def test_an_idle_base_model_is_unloaded(toy_model_dir: Path, tokenizer: object) 
         while engine.stats().bases and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not engine.stats().bases
+    finally:
+        engine.stop()
+
+
+class Clock:
+    """Engine time that moves only when the test moves it; counts the engine thread's reads
+    (an idle engine reads it only in its idle sweep)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.engine_reads = 0
+
+    def __call__(self) -> float:
+        if threading.current_thread().name == "tunesmith-engine":
+            self.engine_reads += 1
+        return self.now
+
+    def idle_an_hour_and_sweep(self) -> None:
+        """Every base falls idle; returns once the engine's sweep has seen it (the sweep holds
+        the engine's lock, so whatever the caller does next under that lock comes after it)."""
+        self.now += 3600
+        reads = self.engine_reads
+        deadline = time.monotonic() + 30
+        while self.engine_reads == reads:
+            assert time.monotonic() < deadline, "the engine's idle sweep did not run"
+            time.sleep(0.005)
+
+
+class SweepBeforeQueueing(Engine):
+    """An engine whose next adapter load waits for an idle sweep: a request then sits between
+    finding its base and queueing on it (loading an adapter is where that window is widest)
+    while the engine decides whether the base is idle."""
+
+    def __init__(self, clock: Clock, **options: Any) -> None:
+        super().__init__(clock=clock, **options)
+        self.clock = clock
+        self.sweep_on_next_adapter = False
+
+    def _load_adapter(self, key: str, folder: Path) -> Adapter:
+        if self.sweep_on_next_adapter:
+            self.sweep_on_next_adapter = False
+            self.clock.idle_an_hour_and_sweep()
+        return super()._load_adapter(key, folder)
+
+
+def test_a_base_falling_idle_while_a_request_queues_on_it_still_serves_the_request(
+    toy_model_dir: Path, adapters: list[Path], tokenizer: object
+) -> None:
+    source = ModelSource(toy_model_dir, adapters[0])
+    reference = Engine(max_batch=2)
+    reference.start()
+    try:
+        expected = submit(reference, source, tokenizer).text
+    finally:
+        reference.stop()
+    clock = Clock()
+    engine = SweepBeforeQueueing(clock, max_batch=2, base_idle_seconds=0.05)
+    engine.start()
+    try:
+        submit(engine, ModelSource(toy_model_dir), tokenizer).text  # noqa: B018 (resident)
+        engine.sweep_on_next_adapter = True
+        served = submit(engine, source, tokenizer)
+        assert not engine.sweep_on_next_adapter  # the sweep ran inside the window
+        assert served.done.wait(30), "the request waits forever on a base that was unloaded"
+        assert (served.text, served.reason) == (expected, "length")
+        # Once the request is done, nothing holds the base: idle, it is unloaded as before.
+        clock.idle_an_hour_and_sweep()
+        clock.idle_an_hour_and_sweep()  # a whole sweep after the one that may have been running
+        assert not engine.stats().bases
+        # And a request for a base that is gone loads it again.
+        assert submit(engine, source, tokenizer).text == expected
     finally:
         engine.stop()
 

@@ -17,8 +17,10 @@ runs on the event loop: callers hand in a :class:`Sink` whose methods the engine
 
 Memory is bounded: a base model's adapters beyond ``max_adapters`` are evicted least recently
 used (never while a request uses them) and loaded again on demand; a base model no request used
-for ``base_idle_seconds`` is unloaded with its adapters and cache; the KV cache grows with the
-longest active sequence and is freed when its base falls idle.
+for ``base_idle_seconds`` is unloaded with its adapters and cache, but never while a request
+holds its lease (from finding the base to being queued on it), so no request is queued on a
+base the engine has dropped; the KV cache grows with the longest active sequence and is freed
+when its base falls idle.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -104,7 +108,11 @@ class _Base:
     pending: deque[Generation] = field(default_factory=deque)
     active: list[tuple[Generation, _Sequence]] = field(default_factory=list)
     """Row ``i`` of the cache holds ``active[i]``."""
-    last_used: float = field(default_factory=time.monotonic)
+    last_used: float = 0.0
+    """When a request last used it, on the engine's clock."""
+    leases: int = 0
+    """Callers between finding this base and queueing on it (or done preparing): while any
+    holds it, the idle sweep leaves it resident."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +138,16 @@ class Engine:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         threads: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` (seconds, only ever compared) times a base model's idleness."""
         self.max_batch = max_batch
         self.max_adapters = max_adapters
         self.base_idle_seconds = base_idle_seconds
         self.device = device
         self.dtype = dtype
         self.threads = threads
+        self._clock = clock
         self._bases: dict[Path, _Base] = {}
         self._lock = threading.Lock()  # guards _bases and every _Base's queues
         self._wake = threading.Condition(self._lock)
@@ -164,8 +175,10 @@ class Engine:
     def prepare(self, source: ModelSource) -> None:
         """Loads the base model and the adapter if they are not resident (blocking: call it
         from a worker thread). Deploying an adapter onto a resident base takes well under a
-        second; a base model loads in about one second from its safetensors."""
-        self._ensure(source)
+        second; a base model loads in about one second from its safetensors. A base that
+        falls idle before the request is submitted is loaded again by :meth:`submit`."""
+        with self._leased(source):
+            pass
 
     def submit(
         self,
@@ -179,29 +192,29 @@ class Engine:
         """Queues a prompt with one sampling setting and sink per choice."""
         if not 1 <= len(choices) <= self.max_batch:
             raise ValueError(f"between 1 and {self.max_batch} choices per request")
-        base, adapter = self._ensure(source)
-        limit = base.decoder.context_length
-        for params, _ in choices:
-            if len(prompt) + params.max_tokens > limit:
-                raise ValueError(f"prompt and max_tokens exceed the context length {limit}")
-        sequences = [
-            _Sequence(
-                params=params,
-                sink=sink,
-                stream=TextStream(tokenizer, params.stop),
-                generator=make_generator(params.seed),
-                adapter=adapter,
-                stop_ids=stop_ids,
-            )
-            for params, sink in choices
-        ]
-        generation = Generation(prompt=list(prompt), sequences=sequences)
-        with self._wake:
-            if adapter is not None:
-                base.pinned[adapter.key] = base.pinned.get(adapter.key, 0) + 1
-            base.pending.append(generation)
-            base.last_used = time.monotonic()
-            self._wake.notify_all()
+        with self._leased(source) as (base, adapter):  # not unloaded until queued on
+            limit = base.decoder.context_length
+            for params, _ in choices:
+                if len(prompt) + params.max_tokens > limit:
+                    raise ValueError(f"prompt and max_tokens exceed the context length {limit}")
+            sequences = [
+                _Sequence(
+                    params=params,
+                    sink=sink,
+                    stream=TextStream(tokenizer, params.stop),
+                    generator=make_generator(params.seed),
+                    adapter=adapter,
+                    stop_ids=stop_ids,
+                )
+                for params, sink in choices
+            ]
+            generation = Generation(prompt=list(prompt), sequences=sequences)
+            with self._wake:
+                if adapter is not None:
+                    base.pinned[adapter.key] = base.pinned.get(adapter.key, 0) + 1
+                base.pending.append(generation)
+                base.last_used = self._clock()
+                self._wake.notify_all()
         return generation
 
     def stats(self) -> EngineStats:
@@ -220,28 +233,52 @@ class Engine:
 
     # -- loading -------------------------------------------------------------------------------
 
-    def _ensure(self, source: ModelSource) -> tuple[_Base, Adapter | None]:
+    @contextmanager
+    def _leased(self, source: ModelSource) -> Iterator[tuple[_Base, Adapter | None]]:
+        """The resident base (loaded if need be) and adapter of ``source``, the base held
+        resident for the block: the idle sweep never unloads a leased base, so a request that
+        found it queues on a base the engine still runs."""
         with self._load_lock:
             with self._lock:
                 base = self._bases.get(source.weights)
+                if base is not None:  # found and leased in one step, between two sweeps
+                    base.leases += 1
             if base is None:
                 decoder = Decoder(self._load_model(source.weights), rows=self.max_batch)
-                base = _Base(decoder, RowAdapters(self.max_batch))
+                base = _Base(decoder, RowAdapters(self.max_batch), last_used=self._clock())
+                base.leases = 1
                 with self._lock:
                     self._bases[source.weights] = base
-            if source.adapter is None:
-                return base, None
-            key = str(source.adapter)
-            with self._lock:
-                adapter = base.adapters.get(key)
-                if adapter is not None:
-                    base.adapters.move_to_end(key)
-                    return base, adapter
-            adapter = load_adapter(key, source.adapter, dtype=self.dtype, device=self.device)
-            with self._lock:
-                base.adapters[key] = adapter
-                self._evict(base)
-            return base, adapter
+            try:
+                adapter = self._adapter(base, source)
+            except BaseException:
+                self._release_lease(base)
+                raise
+        try:
+            yield base, adapter
+        finally:
+            self._release_lease(base)
+
+    def _release_lease(self, base: _Base) -> None:
+        with self._lock:
+            base.leases -= 1
+            base.last_used = self._clock()
+
+    def _adapter(self, base: _Base, source: ModelSource) -> Adapter | None:
+        """Called with the load lock held and ``base`` leased."""
+        if source.adapter is None:
+            return None
+        key = str(source.adapter)
+        with self._lock:
+            adapter = base.adapters.get(key)
+            if adapter is not None:
+                base.adapters.move_to_end(key)
+                return adapter
+        adapter = self._load_adapter(key, source.adapter)
+        with self._lock:
+            base.adapters[key] = adapter
+            self._evict(base)
+        return adapter
 
     def _load_model(self, folder: Path) -> Any:
         from tunesmith.catalog.models import load_causal_lm
@@ -249,6 +286,9 @@ class Engine:
         model = load_causal_lm(folder, dtype=self.dtype, device=self.device)
         model.eval()  # type: ignore[no-untyped-call]
         return model
+
+    def _load_adapter(self, key: str, folder: Path) -> Adapter:
+        return load_adapter(key, folder, dtype=self.dtype, device=self.device)
 
     def _evict(self, base: _Base) -> None:
         """Drops least recently used adapters beyond the limit, sparing those in use and the
@@ -315,7 +355,7 @@ class Engine:
                 for sequence in generation.sequences:
                     sequence.sink.finish("cancelled", 0)
                 continue
-            base.last_used = time.monotonic()
+            base.last_used = self._clock()
             first_row = len(base.active)
             adapter = generation.sequences[0].adapter
             logits = base.decoder.prefill(first_row, generation.prompt, RowAdapters.of([adapter]))
@@ -396,9 +436,9 @@ class Engine:
 
     def _unload_idle(self) -> None:
         """Called with the lock held: frees caches and unloads base models left idle."""
-        now = time.monotonic()
+        now = self._clock()
         for path, base in list(self._bases.items()):
-            if base.pending or base.active:
+            if base.pending or base.active or base.leases:
                 continue
             base.decoder.release_cache()
             base.row_adapters.clear()
