@@ -133,15 +133,20 @@ class _Message:
             )
             return None
         before = len(self.result.errors)
-        message = {k: v for k, v in message.items() if not (v is None and k in _NULL_MEANS_ABSENT)}
+        plain = len(message) == ("role" in message) + ("content" in message)
+        if not plain:  # keys beyond role and content: null fields are dropped
+            message = {
+                k: v for k, v in message.items() if v is not None or k not in _NULL_MEANS_ABSENT
+            }
         allowed = TRAINING_KEYS if self.training else KEYS
-        for key in sorted(message.keys() - allowed):
-            self.err(
-                "message_unrecognized_key",
-                f"unrecognized key {key!r} in a message; allowed keys are "
-                f"{', '.join(sorted(allowed))}. Remove it.",
-                f".{key}",
-            )
+        if not message.keys() <= allowed:
+            for key in sorted(message.keys() - allowed):
+                self.err(
+                    "message_unrecognized_key",
+                    f"unrecognized key {key!r} in a message; allowed keys are "
+                    f"{', '.join(sorted(allowed))}. Remove it.",
+                    f".{key}",
+                )
         role = self.role(message)
         text = self.content(message, role)
         if self.training and "weight" in message:
@@ -164,13 +169,14 @@ class _Message:
             "role": "system" if role == "developer" else role,
             "content": text,
         }
-        for key in _TEMPLATE_KEYS:
-            if key in message:
-                normalised[key] = message[key]
-        if "tool_calls" in normalised:
-            normalised["tool_calls"] = [_call(c) for c in normalised["tool_calls"]]
-        if "function_call" in normalised:
-            normalised["function_call"] = _function(normalised["function_call"])
+        if not plain:
+            for key in _TEMPLATE_KEYS:
+                if key in message:
+                    normalised[key] = message[key]
+            if "tool_calls" in normalised:
+                normalised["tool_calls"] = [_call(c) for c in normalised["tool_calls"]]
+            if "function_call" in normalised:
+                normalised["function_call"] = _function(normalised["function_call"])
         return normalised
 
     def role(self, message: dict[str, Any]) -> str | None:
