@@ -14,7 +14,7 @@ import pytest
 
 from tests.cli import Cli, Result
 from tests.conftest import TOY_BASE, LiveServer
-from tests.helpers import chat_example, jsonl, training_file
+from tests.helpers import all_events, chat_example, jsonl, training_file, wait_for_job
 from tunesmith.cli import main
 from tunesmith.cli.azure_yaml import AzureYamlError, DataRef, parse_job_yaml
 from tunesmith.cli.jobs import _event_rows, draw, follow, progress_line
@@ -426,3 +426,41 @@ def test_a_running_job_plots_from_its_metrics_events(tmp_path: Path) -> None:
     assert [r["step"] for r in rows] == [1.0, 2.0]
     draw(rows, tmp_path / "p.png", title="x")
     assert (tmp_path / "p.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_data_check_split_holds_out_what_a_job_holds_out(
+    cli: Cli, tmp_path: Path, toy_model_dir: Path
+) -> None:
+    """``data check --split F --seed S`` writes to valid.jsonl exactly the lines a job with
+    ``validation_split`` F and seed S holds out — the job's side computed in its own process."""
+    source = training_file(17)
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(source)
+    lines = source.splitlines(keepends=True)
+
+    def split(seed: int) -> tuple[bytes, bytes]:
+        out = tmp_path / f"split-{seed}"
+        result = cli(
+            "data", "check", str(train), "--model", str(toy_model_dir), "--split", "0.25",
+            "--seed", str(seed), "--out-dir", str(out),
+        )  # fmt: skip
+        assert result.code == 0, result.err
+        return (out / "train.jsonl").read_bytes(), (out / "valid.jsonl").read_bytes()
+
+    kept, held = split(3)
+    assert split(4)[1] != held  # the seed decides
+    created = cli(
+        "jobs", "create", "--model", TOY_BASE, "--training-file", str(train),
+        "--validation-split", "0.25", "--seed", "3", "--epochs", "1", "--batch-size", "2",
+        "--json",
+    )  # fmt: skip
+    assert created.code == 0, created.err
+    job_id = created.json()["id"]
+    client = cli.live.client()
+    wait_for_job(client, job_id, {"succeeded"})
+    (event,) = [e for e in all_events(client, job_id) if "holds out" in e.message]
+    numbers = event.data["validation_lines"]
+    assert event.data["validation_examples"] == len(numbers) == 5  # ceil(17 · 0.25)
+    assert f"lines {', '.join(map(str, numbers))}" in event.message
+    assert b"".join(lines[n - 1] for n in numbers) == held
+    assert b"".join(line for n, line in enumerate(lines, 1) if n not in numbers) == kept

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from tunesmith.auth import DEFAULT_PROJECT_ID, ensure_default_project
+from tunesmith.data.split import split_indices
 from tunesmith.errors import Conflict
 from tunesmith.jobs import queue
-from tunesmith.jobs.spec import split_indices
 from tunesmith.jobs.states import TRANSITIONS, next_status
 from tunesmith.store.db import make_engine, make_session_factory, transaction
 from tunesmith.store.migrate import upgrade_to_head

@@ -34,7 +34,7 @@ EXPECTED: dict[str, dict[str, Any]] = json.loads((CORPUS / "expected.json").read
 STRUCTURAL = sorted(name for name, entry in EXPECTED.items() if "raises" in entry)
 REPORTED = sorted(name for name, entry in EXPECTED.items() if "errors" in entry)
 
-# Every code the validator emits today: jsonl.py, rules.py and validate.py.
+# Every code the validator emits today: jsonl.py, messages.py, rules.py and validate.py.
 ERROR_CODES = {
     # jsonl.py: the file is not JSONL at all
     "invalid_utf8",
@@ -42,7 +42,7 @@ ERROR_CODES = {
     "not_a_dictionary",
     "blank_line",
     "empty_file",
-    # rules.py: one example
+    # messages.py and rules.py: one example
     "missing_messages_list",
     "message_not_object",
     "message_missing_key",
@@ -56,6 +56,8 @@ ERROR_CODES = {
     "invalid_weight",
     "invalid_name",
     "invalid_tool_calls",
+    "invalid_function_call",
+    "invalid_refusal",
     "invalid_tools",
     "invalid_parallel_tool_calls",
     "invalid_functions",

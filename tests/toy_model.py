@@ -36,25 +36,33 @@ _CORPUS = [
 
 
 def build_toy_model_dir(
-    path: Path, *, chat_template: str = CHATML_TEMPLATE, with_weights: bool = True
+    path: Path,
+    *,
+    chat_template: str = CHATML_TEMPLATE,
+    with_weights: bool = True,
+    special: tuple[str, ...] = tuple(SPECIAL),
+    bos: str = "<|im_start|>",
+    eos: str = "<|im_end|>",
 ) -> Path:
+    """The toy model in ``path``; ``special`` (the first is the unknown token), ``bos`` and
+    ``eos`` stand in for another model's special tokens."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=400,
-        special_tokens=SPECIAL,
+        special_tokens=list(special),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(_CORPUS * 20, trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=eos,
+        unk_token=special[0],
+        additional_special_tokens=list(special),
     )
     fast.chat_template = chat_template
     path.mkdir(parents=True, exist_ok=True)

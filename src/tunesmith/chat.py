@@ -34,6 +34,7 @@ from tunesmith import deployments, usage
 from tunesmith.auth import Principal
 from tunesmith.catalog.models import ModelUnavailable, materialize
 from tunesmith.catalog.spec import CHAT_COMPLETION, TEXT_GENERATION
+from tunesmith.data import messages as data_messages
 from tunesmith.deployments import ServingTarget
 from tunesmith.errors import InvalidRequest, ServerError
 from tunesmith.ids import new_id
@@ -48,7 +49,7 @@ from tunesmith.store.db import transaction
 from tunesmith.store.tables import ModelRow
 
 log = logging.getLogger(__name__)
-ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+_PROBLEMS_SHOWN = 20  # of an invalid conversation's problems, in the error message
 _ASSETS_KEPT = 64  # tokenizers and templates of recently served models
 
 Kind = Literal["chat", "completion"]
@@ -413,42 +414,20 @@ class Serving:
 
 
 def normalise_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """OpenAI chat messages as chat templates take them: text parts joined, ``developer`` as
-    ``system``; every problem named by its index and field."""
-    problems: list[tuple[str, str]] = []
-    result: list[dict[str, Any]] = []
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        role = message.get("role") if isinstance(message, dict) else None
-        if role not in ROLES:
-            problems.append((f"{where}.role", f"role {role!r} is not one of {', '.join(ROLES)}"))
-            continue
-        content = message.get("content")
-        if isinstance(content, list):
-            texts = []
-            for j, part in enumerate(content):
-                if not isinstance(part, dict) or part.get("type") != "text":
-                    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                    problems.append(
-                        (f"{where}.content[{j}]", f"only text parts are supported, not {kind!r}")
-                    )
-                else:
-                    texts.append(str(part.get("text", "")))
-            content = "".join(texts)
-        elif content is None and not message.get("tool_calls"):
-            problems.append((f"{where}.content", "content is missing"))
-        elif content is not None and not isinstance(content, str):
-            problems.append((f"{where}.content", "content must be a string or text parts"))
-        converted = {k: v for k, v in message.items() if k != "name"}
-        converted["role"] = "system" if role == "developer" else role
-        converted["content"] = content if content is not None else ""
-        result.append(converted)
-    if problems:
+    """The request's messages as the chat template receives them, by the rules training files
+    follow (:mod:`tunesmith.data.messages`); every problem named by its index and field."""
+    checked = data_messages.normalise_messages(messages, training=False)
+    if checked.messages is None:
+        shown = checked.errors[:_PROBLEMS_SHOWN]
+        more = len(checked.errors) - len(shown)
         raise InvalidRequest(
-            "Invalid messages: " + "; ".join(f"{p}: {m}" for p, m in problems) + ".",
-            param=problems[0][0],
+            "Invalid messages: "
+            + "; ".join(f"{p.field}: {p.message.rstrip('.')}" for p in shown)
+            + (f"; and {more} more problems" if more else "")
+            + ".",
+            param=checked.errors[0].field,
         )
-    return result
+    return checked.messages
 
 
 def _last_boundary(text: str) -> int:

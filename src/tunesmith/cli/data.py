@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,24 +92,25 @@ def _check_split_args(args: argparse.Namespace) -> None:
 def split_file(
     path: Path, out_dir: Path, share: float, seed: int
 ) -> tuple[tuple[Path, int], tuple[Path, int]]:
-    """Copies each example line byte for byte into ``train.jsonl`` or ``valid.jsonl``: a seeded
-    shuffle picks ``round(share * n)`` (at least one) for validation; order is kept."""
-    raw = path.read_bytes()
-    lines = [line for line in raw.splitlines(keepends=True) if line.strip()]
-    if lines and lines[0].startswith(b"\xef\xbb\xbf"):
-        lines[0] = lines[0][3:]
-    if lines and not lines[-1].endswith(b"\n"):
-        lines[-1] += b"\n"
-    n_valid = max(1, round(share * len(lines)))
-    if n_valid >= len(lines):
-        raise CliError(f"{len(lines)} example(s) are too few to split")
-    chosen = set(random.Random(seed).sample(range(len(lines)), n_valid))
+    """Copies each example line byte for byte (its line ending kept) into ``train.jsonl`` or
+    ``valid.jsonl``: the examples a job with ``validation_split`` ``share`` and this seed holds
+    out go to ``valid.jsonl`` (:mod:`tunesmith.data.split`); order is kept."""
+    from tunesmith.data.jsonl import BOM
+    from tunesmith.data.split import split_lines
+
+    kept, held = split_lines(path, share, seed)
+    if not kept:
+        raise CliError(f"{len(held)} example(s) are too few to split")
+    validation, examples = set(held), set(kept) | set(held)
     out_dir.mkdir(parents=True, exist_ok=True)
     train, valid = out_dir / "train.jsonl", out_dir / "valid.jsonl"
-    with train.open("xb") as t, valid.open("xb") as v:
-        for i, line in enumerate(lines):
-            (v if i in chosen else t).write(line)
-    return (train, len(lines) - n_valid), (valid, n_valid)
+    with path.open("rb") as source, train.open("xb") as t, valid.open("xb") as v:
+        for number, line in enumerate(source, start=1):
+            if number not in examples:
+                continue  # a trailing blank line
+            line = line.removeprefix(BOM) if number == 1 else line
+            (v if number in validation else t).write(line if line.endswith(b"\n") else line + b"\n")
+    return (train, len(kept)), (valid, len(held))
 
 
 def _dist(d: Any) -> str:

@@ -10,8 +10,10 @@ loss mask can be trusted on it.
 Rendering Jinja prefixes costs several template runs per example, so conversations that only
 differ in their text share one *skeleton*: the conversation is rendered once per sequence of roles
 with placeholder contents, and each example's text is then spliced in. A template that alters or
-inspects message text (``trim``, ``split``, ``'x' in content``) is detected by
-:mod:`.template_check` and always rendered in full. Both paths give identical results; the tests
+inspects message text (``trim``, ``split``, ``'x' in content``), or reads it any other way than
+printing it (``.get('content')``, ``.items()``, ``|tojson``, a macro), is detected by
+:mod:`.template_check` and always rendered in full; so is a conversation with anything besides
+roles and non-empty texts (names, tool calls, tools). Both paths give identical results; the tests
 hold them to it.
 
 :meth:`ChatFormat.count_tokens` maps spans onto tokens: a token is trained when its first

@@ -7,7 +7,8 @@ problems it found plus the normalised conversation the tokenizer renders. Rules 
 file (example count, duplicates) or the tokenizer (length, template) live in :mod:`.validate`.
 
 Each issue carries a stable ``code``, the 1-based line, the 0-based message index and the field
-path, and its message says what to do.
+path, and its message says what to do. The rules of one message, and what the chat template
+receives of it, are :mod:`.messages`' — the same that chat requests are held to.
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from tunesmith.data.issues import Issue
+from tunesmith.data.messages import normalise_message
 
 Format = Literal["chat", "preference", "completion"]
 
-ROLES = ("system", "user", "assistant", "tool", "function")
-MESSAGE_KEYS = frozenset(
-    {"role", "content", "name", "function_call", "weight", "tool_calls", "tool_call_id"}
-)
 CHAT_KEYS = frozenset({"messages", "tools", "parallel_tool_calls", "functions"})
 PREFERENCE_KEYS = frozenset(
     {
@@ -101,168 +99,16 @@ class _Checker:
 
     # -- messages ------------------------------------------------------------------------------
 
-    def text_of(self, content: Any, path: str, index: int) -> str | None:
-        """The text of a ``content`` value, or None (with an error) if it has the wrong type."""
-        if content is None or isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            texts: list[str] = []
-            for j, part in enumerate(content):
-                ok = (
-                    isinstance(part, dict)
-                    and part.get("type") == "text"
-                    and isinstance(part.get("text"), str)
-                )
-                if not ok:
-                    self.err(
-                        "invalid_content_part",
-                        'content parts must be {"type": "text", "text": "..."}; '
-                        "these models take text only.",
-                        f"{path}.content[{j}]",
-                        index,
-                    )
-                    return None
-                texts.append(part["text"])
-            return "".join(texts)
-        self.err(
-            "invalid_content_type",
-            f"content must be a string or a list of text parts, not {_json_type(content)}.",
-            f"{path}.content",
-            index,
-        )
-        return None
-
     def message(self, msg: Any, path: str, index: int) -> dict[str, Any] | None:
-        """Checks one message; returns it normalised (text content) or None if unusable."""
-        if not isinstance(msg, dict):
-            self.err(
-                "message_not_object",
-                f"each message must be a JSON object with 'role' and 'content', "
-                f"not {_json_type(msg)}.",
-                path,
-                index,
-            )
-            return None
-        n_errors = len(self.result.errors)
-        for key in sorted(msg.keys() - MESSAGE_KEYS):
-            self.err(
-                "message_unrecognized_key",
-                f"unrecognized key {key!r} in a message; allowed keys are "
-                f"{', '.join(sorted(MESSAGE_KEYS))}. Remove it.",
-                f"{path}.{key}",
-                index,
-            )
-        role = msg.get("role")
-        if "role" not in msg:
-            self.err(
-                "message_missing_key",
-                "message has no 'role'; add one of " + ", ".join(ROLES) + ".",
-                f"{path}.role",
-                index,
-            )
-        elif role not in ROLES:
-            self.err(
-                "unrecognized_role",
-                f"role {role!r} is not recognized; use one of {', '.join(ROLES)}.",
-                f"{path}.role",
-                index,
-            )
-        calls = msg.get("tool_calls") is not None or msg.get("function_call") is not None
-        before_content = len(self.result.errors)
-        text = self.text_of(msg.get("content"), path, index)
-        content_typed = len(self.result.errors) == before_content  # else reported as a type error
-        if "content" not in msg and not calls:
-            self.err(
-                "message_missing_key",
-                "message has no 'content'; add the message text.",
-                f"{path}.content",
-                index,
-            )
-        elif not text and not calls and content_typed:
-            self.err(
-                "missing_content",
-                "content is empty; write the message text (only an assistant message with "
-                "tool_calls may leave it out).",
-                f"{path}.content",
-                index,
-            )
-        if text and role == "assistant" and not text.strip() and not calls:
-            self.warn(
-                "empty_assistant_message",
-                "the assistant message is only whitespace, so the model will learn to answer "
-                "with nothing; write the answer, or set its weight to 0.",
-                f"{path}.content",
-                index,
-            )
-        if text and self.reserved is not None and (hit := self.reserved.search(text)):
-            self.err(
-                "reserved_token",
-                f"content contains the special token {hit.group()!r}, which the tokenizer "
-                "reserves for its chat format; remove or escape it.",
-                f"{path}.content",
-                index,
-            )
-        if "weight" in msg:
-            weight = msg["weight"]
-            if role != "assistant":
-                self.err(
-                    "invalid_weight",
-                    "'weight' is only allowed on assistant messages; remove it here.",
-                    f"{path}.weight",
-                    index,
-                )
-            elif isinstance(weight, bool) or weight not in (0, 1):
-                self.err(
-                    "invalid_weight",
-                    f"weight must be 0 or 1, not {weight!r}.",
-                    f"{path}.weight",
-                    index,
-                )
-        if "name" in msg and not isinstance(msg["name"], str):
-            self.err("invalid_name", "name must be a string.", f"{path}.name", index)
-        if msg.get("tool_calls") is not None:
-            self.tool_calls(msg["tool_calls"], role, path, index)
-        if role == "tool" and not isinstance(msg.get("tool_call_id"), str):
-            self.err(
-                "message_missing_key",
-                "a tool message needs 'tool_call_id', the id of the call it answers.",
-                f"{path}.tool_call_id",
-                index,
-            )
-        if len(self.result.errors) > n_errors:
-            return None
-        normalised = {k: v for k, v in msg.items() if k != "weight"}
-        normalised["content"] = text
-        return normalised
-
-    def tool_calls(self, calls: Any, role: Any, path: str, index: int) -> None:
-        where = f"{path}.tool_calls"
-        if role != "assistant":
-            self.err(
-                "invalid_tool_calls", "only assistant messages may have tool_calls.", where, index
-            )
-            return
-        if not isinstance(calls, list) or not calls:
-            self.err("invalid_tool_calls", "tool_calls must be a non-empty list.", where, index)
-            return
-        for j, call in enumerate(calls):
-            fn = call.get("function") if isinstance(call, dict) else None
-            ok = (
-                isinstance(call, dict)
-                and isinstance(call.get("id"), str)
-                and call.get("type", "function") == "function"
-                and isinstance(fn, dict)
-                and isinstance(fn.get("name"), str)
-                and isinstance(fn.get("arguments"), str)
-            )
-            if not ok:
-                self.err(
-                    "invalid_tool_calls",
-                    'each tool call must be {"id": str, "type": "function", "function": '
-                    '{"name": str, "arguments": "<JSON as a string>"}}.',
-                    f"{where}[{j}]",
-                    index,
-                )
+        """Checks one message; returns it as the template receives it, or None if unusable."""
+        checked = normalise_message(
+            msg, training=True, path=path, index=index, reserved=self.reserved
+        )
+        for problem in checked.errors:
+            self.err(problem.code, problem.message, problem.field, problem.index)
+        for problem in checked.warnings:
+            self.warn(problem.code, problem.message, problem.field, problem.index)
+        return checked.messages[0] if checked.messages else None
 
     def tools(self, obj: dict[str, Any], prefix: str = "") -> list[dict[str, Any]] | None:
         tools = obj.get("tools")
@@ -455,12 +301,3 @@ def reserved_pattern(special_tokens: list[str]) -> re.Pattern[str] | None:
     """A regex that finds any of the tokenizer's special tokens inside text."""
     tokens = sorted({t for t in special_tokens if t}, key=len, reverse=True)
     return re.compile("|".join(map(re.escape, tokens))) if tokens else None
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return "a number"
-    return names.get(type(value), type(value).__name__)

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.examples import ExampleError, TokenizedExample, load_examples
+from tunesmith.data.split import split_indices
 from tunesmith.ids import new_id
 from tunesmith.jobs.events import add_event, forget_metrics_after
 from tunesmith.jobs.finish import (
@@ -44,7 +45,6 @@ from tunesmith.jobs.finish import (
 )
 from tunesmith.jobs.plan import JobPlan, plan_job
 from tunesmith.jobs.reporter import DbReporter, LostJob
-from tunesmith.jobs.spec import split_indices
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine, make_session_factory, transaction
@@ -147,6 +147,8 @@ def _train(
         else:
             job.started_at = job.started_at or now
             add_event(session, job.id, "Fine-tuning job started", now=now)
+            if plan.validation_split is not None:
+                _held_out_event(session, plan, len(examples) + len(valid), valid, now)
 
     def should_stop() -> StopRequest | None:
         if not stop_flag.is_set():
@@ -182,6 +184,28 @@ class _BadFile(Exception):
     def __init__(self, param: str, error: ExampleError) -> None:
         super().__init__(str(error))
         self.param = param
+
+
+_LINES_SHOWN, _LINES_KEPT = 20, 1000  # held-out line numbers in the event's message, data
+
+
+def _held_out_event(
+    session: Session, plan: JobPlan, total: int, held: list[TokenizedExample], now: int
+) -> None:
+    """Names the lines ``validation_split`` held out, as ``tunesmith data check --split`` with
+    the job's seed writes them to ``valid.jsonl``."""
+    lines = [e.line for e in held]
+    shown = ", ".join(map(str, lines[:_LINES_SHOWN]))
+    if len(lines) > _LINES_SHOWN:
+        shown += f" and {len(lines) - _LINES_SHOWN} more"
+    add_event(
+        session,
+        plan.job_id,
+        f"validation_split {plan.validation_split} (seed {plan.seed}) holds out {len(lines)} of "
+        f"{total} training examples for validation: lines {shown}",
+        data={"validation_examples": len(lines), "validation_lines": lines[:_LINES_KEPT]},
+        now=now,
+    )
 
 
 def _load(

@@ -11,8 +11,6 @@ an :class:`InvalidRequest` naming its ``param``.
 
 from __future__ import annotations
 
-import math
-import random
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -158,17 +156,6 @@ def check_metadata(metadata: object) -> dict[str, str] | None:
                 param=f"metadata.{key}",
             )
     return dict(metadata)
-
-
-def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """``(training, validation)`` positions of a file of ``n`` examples: ``ceil(n·fraction)``
-    held out (at least one), chosen by ``seed``, each list in file order."""
-    held = min(n, max(1, math.ceil(n * fraction)))
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    validation = sorted(order[:held])
-    chosen = set(validation)
-    return [i for i in range(n) if i not in chosen], validation
 
 
 def _hyperparameters(body: Mapping[str, Any]) -> tuple[dict[str, Any], str]:

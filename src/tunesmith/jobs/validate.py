@@ -21,11 +21,12 @@ from tunesmith.catalog.base_models import get_base_model
 from tunesmith.catalog.sources import safetensors_layers
 from tunesmith.catalog.spec import BaseModelSpec
 from tunesmith.data.chat_format import ChatFormat
+from tunesmith.data.split import split_indices
 from tunesmith.data.validate import MIN_EXAMPLES, ValidationReport, validate_file
 from tunesmith.errors import InvalidRequest
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.finish import fail
-from tunesmith.jobs.spec import split_indices, train_config
+from tunesmith.jobs.spec import train_config
 from tunesmith.jobs.states import next_status
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.tables import JobRow, ModelRow
