@@ -24,6 +24,7 @@ from tunesmith.api.errors import install_error_handlers
 from tunesmith.api.routes import (
     chat,
     deployments,
+    endpoints,
     files,
     health,
     jobs,
@@ -135,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
         # Azure OpenAI's v1 paths ({endpoint}/openai/v1/...), for clients configured for Azure.
         app.include_router(router, prefix="/openai", include_in_schema=False)
     app.include_router(chat.azure)
+    app.include_router(endpoints.router)  # each deployment's scoring_uri
     mount_portal(app)
     return app
 
