@@ -155,6 +155,12 @@ def test_the_official_client_streams_and_completes_at_the_scoring_uri(server: Li
             timeout=60,
         )
         assert response.status_code == 200, (path, response.text)
+    bad = httpx.post(
+        f"{scoring_uri}/chat/completions?api-version=someday",
+        json=PAYLOAD,
+        headers={"api-key": key},
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "api-version"
 
 
 def test_keys_that_do_not_open_the_endpoint_are_refused(server: LiveServer) -> None:
