@@ -66,10 +66,18 @@ class LiveServer:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
-def run_live(app: FastAPI, settings: Settings) -> Iterator[LiveServer]:
+def loopback_socket() -> socket.socket:
+    """A socket bound to a free loopback port (to build settings that know the port)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def run_live(
+    app: FastAPI, settings: Settings, sock: socket.socket | None = None
+) -> Iterator[LiveServer]:
+    sock = sock or loopback_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -95,7 +95,8 @@ def test_a_deployment_lives_and_dies_with_its_events(jobs_api: LiveServer) -> No
     assert created["content_filter"] is True and created["status"] == "succeeded"
     assert created["last_used_at"] is None
     assert created["created_at"] == created["updated_at"]
-    assert created["scoring_uri"] == f"{jobs_api.url}/v1/chat/completions"
+    base = jobs_api.settings.resolved_public_base_url()  # tests/test_scoring_uri.py calls it
+    assert created["scoring_uri"] == f"{base}/endpoints/proj_default/toy"
     assert not any("key" in field for field in created)  # keys only at GET …/keys
 
     assert http.get("/v1/deployments/toy").json() == created

@@ -201,6 +201,9 @@ def test_wizard_to_succeeded_job_to_deployment_to_streamed_answer(
     page.get_by_role("button", name="Deploy", exact=True).click()
     card = page.locator("article[data-deployment='portal-tuned']")
     expect_text(card, job.fine_tuned_model)
+    base = jobs_live.settings.resolved_public_base_url()
+    scoring_uri = re.escape(f"{base}/endpoints/proj_default/portal-tuned")
+    expect_text(card, f"POST {scoring_uri}/v1/chat/completions")
     shot(page, "deployments")
 
     # The playground streams the answer the API gives.

@@ -75,8 +75,8 @@ def limits_of(row: DeploymentRow) -> RateLimits:
     )
 
 
-def deployment_to_protocol(row: DeploymentRow, *, base_url: str) -> Deployment:
-    """``base_url`` is the server's own (``http://host:port/``), for ``scoring_uri``."""
+def deployment_to_protocol(row: DeploymentRow, *, scoring_uri: str) -> Deployment:
+    """``scoring_uri`` is the deployment's endpoint (``endpoints.scoring_uri``)."""
     return Deployment(
         id=row.id,
         name=row.name,
@@ -91,7 +91,7 @@ def deployment_to_protocol(row: DeploymentRow, *, base_url: str) -> Deployment:
             max_concurrent_requests=row.max_concurrent_requests,
         ),
         content_filter=row.content_filter,
-        scoring_uri=base_url.rstrip("/") + "/v1/chat/completions",
+        scoring_uri=scoring_uri,
     )
 
 

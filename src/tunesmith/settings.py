@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,12 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+
+    public_base_url: str | None = None
+    """The server's address as clients reach it (``https://ml.example.com``, a path prefix
+    allowed), from which deployments' ``scoring_uri`` is built. Default: ``http://host:port``,
+    with ``127.0.0.1`` for a server listening on every interface; set it behind a proxy or when
+    clients call from other machines."""
 
     admin_key: SecretStr | None = None
     """Admin bearer key. Unset: generated on first start and written to ``<home>/admin.key``."""
@@ -168,6 +175,22 @@ class Settings(BaseSettings):
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("public_base_url")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _base_url(value)
+
+    def resolved_public_base_url(self) -> str:
+        """``public_base_url``, or the listening address; never ends with ``/``."""
+        if self.public_base_url is not None:
+            return self.public_base_url
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 address
+        return f"http://{host}:{self.port}"
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'tunesmith.db'}"
 
@@ -187,3 +210,25 @@ class Settings(BaseSettings):
     def fine_tuned_dir(self, job_id: str) -> Path:
         """The fine-tuned model a job produced (adapter or full weights, tokenizer, manifest)."""
         return self.home / "fine-tuned" / job_id
+
+
+def _base_url(value: str) -> str:
+    """An absolute http(s) URL with a host, no credentials, query or fragment; without the
+    trailing ``/``."""
+    example = "e.g. https://ml.example.com or http://10.0.0.5:8000/tunesmith"
+    if len(value) > 2000:
+        raise ValueError(f"must be at most 2000 characters ({example})")
+    if any(c.isspace() for c in value.strip()):
+        raise ValueError(f"must not contain spaces ({example})")
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 (reading it checks the port)
+    except ValueError as exc:
+        raise ValueError(f"must be an absolute http(s) URL ({example}): {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an absolute http(s) URL with a host ({example})")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry a user name or password (every client would see it)")
+    if parts.query or parts.fragment or value.strip().endswith(("?", "#")):
+        raise ValueError(f"must not have a query or fragment ({example})")
+    return parts.geturl().rstrip("/")

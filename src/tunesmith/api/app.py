@@ -19,11 +19,13 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from tunesmith import __version__, housekeeping
+from tunesmith.api.azure import AzurePaths
 from tunesmith.api.deps import Runtime
 from tunesmith.api.errors import install_error_handlers
 from tunesmith.api.routes import (
     chat,
     deployments,
+    endpoints,
     files,
     health,
     jobs,
@@ -132,9 +134,12 @@ def create_app(settings: Settings) -> FastAPI:
         serving.router,
     ):
         app.include_router(router)
-        # Azure OpenAI's v1 paths ({endpoint}/openai/v1/...), for clients configured for Azure.
+        # Azure OpenAI's v1 paths ({endpoint}/openai/v1/...), for clients configured for Azure;
+        # AzurePaths maps the classic ones (/openai/files?api-version=...) onto these.
         app.include_router(router, prefix="/openai", include_in_schema=False)
     app.include_router(chat.azure)
+    app.include_router(endpoints.router)  # each deployment's scoring_uri
+    app.add_middleware(AzurePaths)
     mount_portal(app)
     return app
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tunesmith.auth import Principal, Role, authenticate
 from tunesmith.chat import Serving
+from tunesmith.errors import AuthenticationError
 from tunesmith.files import Validator
 from tunesmith.ratelimits import RateLimiter
 from tunesmith.settings import Settings
@@ -63,19 +64,30 @@ def now() -> int:
     return int(time.time())
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return request.headers.get("api-key") or None
+def api_key_of(request: Request) -> str | None:
+    """Where the caller's key comes from, on every route: ``Authorization: Bearer <key>``,
+    ``Authorization: <key>`` (the key alone, as Azure AI Foundry's serverless endpoints take it)
+    or ``api-key: <key>`` (Azure OpenAI's header); ``Authorization`` wins when both are sent.
+    An ``Authorization`` header of another scheme (``Basic …``) with no ``api-key`` is refused."""
+    words = request.headers.get("authorization", "").split(None, 1)
+    api_key = request.headers.get("api-key", "").strip() or None
+    if len(words) == 1 and words[0].lower() != "bearer":
+        return words[0]
+    if len(words) == 2 and words[0].lower() == "bearer":
+        return words[1].strip()
+    if len(words) == 2 and api_key is None:
+        raise AuthenticationError(
+            f"The Authorization header uses the scheme {words[0][:20]!r}, which tunesmith does "
+            "not take; send 'Authorization: Bearer <key>', the key alone ('Authorization: "
+            "<key>') or 'api-key: <key>'."
+        )
+    return api_key
 
 
 def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
+    secret = api_key_of(request)
     with transaction(runtime.sessions) as session:
-        return authenticate(
-            session, _bearer(request), admin_key_hash=runtime.admin_key_hash, now=now()
-        )
+        return authenticate(session, secret, admin_key_hash=runtime.admin_key_hash, now=now())
 
 
 def require(role: Role) -> Callable[[Principal], Principal]:

@@ -22,10 +22,16 @@ def _envelope(status: int, message: str, param: str | None, code: str | None) ->
     return JSONResponse(body, status_code=status)
 
 
-async def _tunesmith_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, TunesmithError)
+def error_response(exc: TunesmithError) -> JSONResponse:
+    """The response of one of our errors (also for middleware, which runs outside the app's
+    exception handlers)."""
     headers: dict[str, str] | None = getattr(exc, "headers", None)
     return JSONResponse(exc.to_envelope(), status_code=exc.status_code, headers=headers)
+
+
+async def _tunesmith_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TunesmithError)
+    return error_response(exc)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

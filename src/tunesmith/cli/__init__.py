@@ -62,8 +62,14 @@ def serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     print(f"tunesmith: data in {settings.home}", flush=True)
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    print(f"tunesmith: portal at http://{host}:{settings.port}/portal/", flush=True)
+    public = settings.resolved_public_base_url()
+    print(f"tunesmith: portal at {public}/portal/", flush=True)
+    if settings.public_base_url is None and settings.host in ("0.0.0.0", "::"):
+        print(
+            f"tunesmith: scoring URIs name {public}; set TUNESMITH_PUBLIC_BASE_URL to the "
+            "address other machines reach this server at",
+            flush=True,
+        )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 

@@ -19,6 +19,8 @@ COLUMNS = [
     ("created", "created_at"),
     ("last used", "last_used_at"),
 ]
+DETAIL_COLUMNS = [*COLUMNS, ("scoring uri", "scoring_uri")]
+"""``create`` and ``show``: one deployment, with the endpoint its clients call."""
 KEY_COLUMNS = [("primary", "primary_key"), ("secondary", "secondary_key")]
 
 
@@ -69,7 +71,8 @@ def create_command(args: argparse.Namespace) -> int:
         body["rate_limits"] = limits
     if args.no_content_filter:
         body["content_filter"] = False
-    emit(connect(args).request("POST", "/v1/deployments", json=body), COLUMNS, as_json=args.json)
+    created = connect(args).request("POST", "/v1/deployments", json=body)
+    emit(created, DETAIL_COLUMNS, as_json=args.json)
     return 0
 
 
@@ -80,7 +83,8 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 def show_command(args: argparse.Namespace) -> int:
-    emit(connect(args).request("GET", f"/v1/deployments/{args.name}"), COLUMNS, as_json=args.json)
+    shown = connect(args).request("GET", f"/v1/deployments/{args.name}")
+    emit(shown, DETAIL_COLUMNS, as_json=args.json)
     return 0
 
 

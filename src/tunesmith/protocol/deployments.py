@@ -61,7 +61,9 @@ class Deployment(BaseModel):
     """Azure's provisioning state: a deployment is callable as soon as it exists (the engine
     loads the model on its first request)."""
     scoring_uri: str
-    """Where to send chat requests, with ``model`` set to the deployment's name."""
+    """The deployment's serverless endpoint, absolute (``{public base URL}/endpoints/{project
+    id}/{name}``): ``POST {scoring_uri}/v1/chat/completions`` calls this deployment, no
+    ``model`` needed, with one of its keys or a key of its project."""
 
 
 class CreateDeploymentRequest(BaseModel):

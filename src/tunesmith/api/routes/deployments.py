@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Query
 
-from tunesmith import deployments
-from tunesmith.api.deps import Owner, Reader, RuntimeDep, SessionDep, now
+from tunesmith import deployments, endpoints
+from tunesmith.api.deps import Owner, Reader, Runtime, RuntimeDep, SessionDep, now
 from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.deployments import (
     CreateDeploymentRequest,
@@ -43,8 +43,9 @@ OwnedDeployment = Annotated[DeploymentRow, Depends(owned_deployment)]
 OwnersDeployment = Annotated[DeploymentRow, Depends(owner_deployment)]
 
 
-def _out(row: DeploymentRow, request: Request) -> Deployment:
-    return deployments.deployment_to_protocol(row, base_url=str(request.base_url))
+def _out(row: DeploymentRow, runtime: Runtime) -> Deployment:
+    public = runtime.settings.resolved_public_base_url()
+    return deployments.deployment_to_protocol(row, scoring_uri=endpoints.scoring_uri(public, row))
 
 
 @router.post("", response_model=Deployment)
@@ -53,7 +54,6 @@ def create_deployment(
     principal: Owner,
     session: SessionDep,
     runtime: RuntimeDep,
-    request: Request,
     background: BackgroundTasks,
 ) -> Deployment:
     settings = runtime.settings
@@ -73,14 +73,14 @@ def create_deployment(
     )
     if runtime.serving is not None:  # weights and adapter loaded before the first request
         background.add_task(runtime.serving.warm, principal.project_id, row.name)
-    return _out(row, request)
+    return _out(row, runtime)
 
 
 @router.get("", response_model=ListPage[Deployment])
 def list_deployments(
     principal: Reader,
     session: SessionDep,
-    request: Request,
+    runtime: RuntimeDep,
     limit: Limit = 20,
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
@@ -89,18 +89,18 @@ def list_deployments(
         session, project_id=principal.project_id, after=after, limit=limit, order=order
     )
     return ListPage.of(
-        [_out(r, request) for r in rows], has_more=has_more, ids=[r.id for r in rows]
+        [_out(r, runtime) for r in rows], has_more=has_more, ids=[r.id for r in rows]
     )
 
 
 @router.get("/{deployment_name}", response_model=Deployment)
-def retrieve_deployment(row: OwnedDeployment, request: Request) -> Deployment:
-    return _out(row, request)
+def retrieve_deployment(row: OwnedDeployment, runtime: RuntimeDep) -> Deployment:
+    return _out(row, runtime)
 
 
 @router.patch("/{deployment_name}", response_model=Deployment)
 def update_deployment(
-    body: UpdateDeploymentRequest, row: OwnersDeployment, session: SessionDep, request: Request
+    body: UpdateDeploymentRequest, row: OwnersDeployment, session: SessionDep, runtime: RuntimeDep
 ) -> Deployment:
     deployments.update_deployment(
         session,
@@ -109,7 +109,7 @@ def update_deployment(
         content_filter=body.content_filter,
         now=now(),
     )
-    return _out(row, request)
+    return _out(row, runtime)
 
 
 @router.delete("/{deployment_name}", response_model=DeploymentDeleted)

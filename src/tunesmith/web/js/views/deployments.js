@@ -116,7 +116,7 @@ export async function render(main, _params, ctx) {
         { class: "facts compact" },
         [
           ["Model", h("code", {}, dep.model_id)],
-          ["Endpoint", h("code", {}, `${dep.scoring_uri}`)],
+          ["Scoring URI", [h("code", {}, dep.scoring_uri), h("p", { class: "hint" }, "POST ", h("code", {}, `${dep.scoring_uri}/v1/chat/completions`), " with this deployment's key (as Authorization or api-key) or a project key.")]],
           ["Created", when(dep.created_at)],
           ["Last used", when(dep.last_used_at)],
           ["Requests", u ? num(u.requests) : "0"],
