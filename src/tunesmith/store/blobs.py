@@ -74,12 +74,13 @@ class BlobStore:
     def file_ids_older_than(self, cutoff: float) -> list[str]:
         """The stored files placed before ``cutoff`` (a Unix time)."""
         found = []
-        for path in (self.root / "files").iterdir():
-            try:
-                if path.stat().st_mtime < cutoff:
-                    found.append(path.name)
-            except FileNotFoundError:  # deleted meanwhile
-                continue
+        with os.scandir(self.root / "files") as entries:
+            for entry in entries:
+                try:
+                    if entry.stat().st_mtime < cutoff:
+                        found.append(entry.name)
+                except FileNotFoundError:  # deleted meanwhile
+                    continue
         return sorted(found)
 
     def upload_ids_with_parts(self) -> list[str]:
