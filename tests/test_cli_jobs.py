@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import socket
 from pathlib import Path
 from types import SimpleNamespace
@@ -74,7 +75,31 @@ outputs:
   registered_model:
     name: arith-bot
 compute: azureml:gpu-cluster
+queue_settings:
+  priority: high
 """
+AZURE_METADATA = {
+    "owner": "qa",
+    "team": "support",
+    "azure.name": "arith-run",
+    "azure.experiment_name": "cli-tests",
+    "azure.display_name": "Arithmetic",
+    "azure.no_effect": "$schema, model_provider, model.type, training_data.type, compute",
+}
+
+
+FOUNDRY = Path(__file__).parent / "data" / "foundry"
+"""The Foundry's own fine-tuning job samples, as published (each file says where from)."""
+FOUNDRY_NAME = "Phi-3-mini-4k-instruct-finetuned-model"
+
+
+def foundry_job(folder: Path, sample: str) -> Path:
+    """A copy of a Foundry sample with the data files it names beside it."""
+    job_yml = folder / sample
+    shutil.copyfile(FOUNDRY / sample, job_yml)
+    (folder / "train.jsonl").write_bytes(training_file(12))
+    (folder / "validation.jsonl").write_bytes(jsonl([chat_example(i) for i in range(20, 24)]))
+    return job_yml
 
 
 def one_line(result: Result) -> str:
@@ -91,14 +116,16 @@ def test_the_azure_yaml_job_runs_to_a_registered_model(cli: Cli, tmp_path: Path)
     job_yml = write_job(tmp_path, AZURE_JOB)
     result = cli("jobs", "create", "-f", str(job_yml), "--follow", "--poll", "0.1", "--json")
     assert result.code == 0, result.err
-    assert "compute is ignored" in result.err
-    assert result.err.count("uploaded ") == 2
+    assert "has no effect here: $schema (a schema hint for editors), model_provider (" in result.err
+    assert "compute (jobs run on this server's own workers)" in result.err
+    assert result.err.count("tunesmith: uploaded ") == 2
     job_json, _, tail = result.out.rpartition("}")
     fine_tuned = tail.strip()
     assert fine_tuned.startswith(f"ft:{TOY_BASE}:default:arith-bot:")  # suffix: registered name
     created = json.loads(job_json + "}")
-    assert created["metadata"] == {"owner": "qa", "team": "support"}
+    assert created["metadata"] == AZURE_METADATA
     assert created["registered_model"] == {"name": "arith-bot"}
+    assert created["priority"] == 10  # queue_settings.priority: high
     # follow's lines: one per update (stderr is no terminal here), the last one finished
     progress = [line for line in result.err.splitlines() if line.startswith("step ")]
     assert progress, result.err
@@ -110,7 +137,7 @@ def test_the_azure_yaml_job_runs_to_a_registered_model(cli: Cli, tmp_path: Path)
     hyper = job["method"]["supervised"]["hyperparameters"]
     assert hyper["n_epochs"] == 2 and hyper["batch_size"] == 2 and hyper["lora_rank"] == 4
     assert hyper["learning_rate_multiplier"] == pytest.approx(2.0)
-    assert job["metadata"] == {"owner": "qa", "team": "support"}
+    assert job["metadata"] == AZURE_METADATA
     model = cli.live.client().models.retrieve("arith-bot")
     assert model.id == fine_tuned
 
@@ -141,6 +168,46 @@ def test_the_azure_yaml_job_runs_to_a_registered_model(cli: Cli, tmp_path: Path)
         f"ft:{TOY_BASE}:default:arith-bot:"
     )
     assert "created ftjob-" in second.err
+
+
+def test_the_foundry_sample_runs_as_published(cli: Cli, tmp_path: Path) -> None:
+    """The Foundry's serverless CLI sample, pasted as published with only model.path changed:
+    the job runs, what means something here is used, and what does not is named once on stderr
+    and recorded in the job's metadata."""
+    job_yml = foundry_job(tmp_path, "chat-completion-finetuning.yaml")
+    assert f'path: "{TOY_BASE}"' in job_yml.read_text()
+    result = cli("jobs", "create", "-f", str(job_yml), "--follow", "--poll", "0.1", "--json")
+    assert result.code == 0, result.err
+    notes = [line for line in result.err.splitlines() if "has no effect here" in line]
+    assert len(notes) == 1, result.err
+    assert notes[0].startswith("tunesmith: accepted, has no effect here: model_provider (")
+    for key in ("model.type (", "validation_data.type (", "outputs.registered_model.type ("):
+        assert key in notes[0]
+    job_json, _, tail = result.out.rpartition("}")
+    fine_tuned = tail.strip()
+    assert fine_tuned.startswith(f"ft:{TOY_BASE}:default:{FOUNDRY_NAME}:ftjob-")
+    created = json.loads(job_json + "}")
+    assert created["metadata"] == {
+        "my_property": "my_value",
+        "foo_tag": "bar",
+        "azure.name": "Phi-3-mini-4k-instruct-with-amlcompute",
+        "azure.experiment_name": "Phi-3-mini-4k-instruct-finetuning-experiment",
+        "azure.display_name": "Phi-3-mini-4k-instruct-display-name",
+        "azure.no_effect": "model_provider, model.type, validation_data.type, "
+        "outputs.registered_model.type",
+    }
+    assert created["registered_model"] == {"name": FOUNDRY_NAME}
+
+    job = cli("jobs", "show", created["id"], "--json").json()
+    assert job["status"] == "succeeded" and job["fine_tuned_model"] == fine_tuned
+    hyper = job["method"]["supervised"]["hyperparameters"]
+    assert hyper["n_epochs"] == 1 and hyper["batch_size"] == 1
+    assert hyper["learning_rate_multiplier"] == pytest.approx(0.02)  # 2e-5 of LoRA's 1e-3
+    client = cli.live.client()
+    assert client.models.retrieve(FOUNDRY_NAME).id == fine_tuned
+    # the experiment groups its jobs, as the Foundry's experiment view does
+    experiment = {"azure.experiment_name": "Phi-3-mini-4k-instruct-finetuning-experiment"}
+    assert [j.id for j in client.fine_tuning.jobs.list(metadata=experiment).data] == [job["id"]]
 
 
 def test_flags_create_a_job_and_cancel_stops_it(idle_cli: Cli, tmp_path: Path) -> None:
@@ -288,9 +355,16 @@ def test_the_yaml_maps_onto_the_jobs_api(tmp_path: Path) -> None:
         "lora_rank": 4,
         "learning_rate_multiplier": 2.0,
     }
-    assert spec.metadata == {"owner": "qa", "team": "support"}
-    assert spec.registered_name == "arith-bot" and spec.name == "arith-run"
-    assert spec.notes == ["compute is ignored: tunesmith runs jobs on its own workers"]
+    assert spec.metadata == AZURE_METADATA
+    assert spec.registered_name == "arith-bot" and spec.priority == 10
+    assert [key for key, _ in spec.no_effect] == [
+        "$schema",
+        "model_provider",
+        "model.type",
+        "training_data.type",
+        "compute",
+    ]
+    assert spec.unrecorded == []
 
 
 def test_the_yaml_takes_plain_strings_and_file_ids(tmp_path: Path) -> None:
@@ -320,7 +394,7 @@ BASE = "type: finetuning\nmodel: m\ntraining_data: file-abc\n"
         ("type: [unclosed\n", "not valid YAML"),
         ("type: command\nmodel: m\ntraining_data: file-abc\n", "type must be finetuning"),
         (BASE + "colour: red\n", "unknown key colour"),
-        (BASE + "task: summarization\n", "task must be one of chat_completion, text_generation"),
+        (BASE + "task: summarization\n", "task must be one of chat_completion, text_completion"),
         (BASE + "model_x: 1\n", "unknown key model_x"),
         (
             "type: finetuning\nmodel: {path: m, flavor: x}\ntraining_data: file-abc\n",
@@ -355,13 +429,181 @@ BASE = "type: finetuning\nmodel: m\ntraining_data: file-abc\n"
             BASE + "outputs:\n  registered_model:\n    label: x\n",
             "unknown key outputs.registered_model.label",
         ),
-        (BASE + "outputs:\n  model: x\n", "unknown key outputs.model"),
+        (BASE + "outputs:\n  model: x\n", "outputs.model must be a mapping"),
+        # values outside the Foundry's enumerations, and keys only the service writes
+        (
+            "type: finetuning\nmodel: {path: m, type: onnx}\ntraining_data: file-abc\n",
+            "model.type must be one of custom_model, mlflow_model, triton_model, not 'onnx'",
+        ),
+        (BASE + "task: image_classification\n", "task image_classification is not available"),
+        (BASE + "model_provider: openai\n", "model_provider must be one of custom, azure_open_ai"),
+        (BASE + "id: azureml:/jobs/x\n", "id is written by the service (az ml job show)"),
+        (BASE + "status: Completed\n", "status is written by the service"),
+        (BASE + "identity:\n  type: password\n", "identity.type must be one of managed"),
+        (
+            BASE + "identity:\n  type: user_identity\n  client_id: x\n",
+            "unknown key identity.client_id",
+        ),
+        (
+            BASE + "queue_settings:\n  priority: urgent\n",
+            "queue_settings.priority must be one of low",
+        ),
+        (
+            BASE + "queue_settings:\n  job_tier: gold\n",
+            "queue_settings.job_tier must be one of spot",
+        ),
+        (BASE + "queue_settings:\n  tier: spot\n", "unknown key queue_settings.tier"),
+        (BASE + "resources:\n  instance_typs: [a]\n", "unknown key resources.instance_typs"),
+        (BASE + "resources:\n  instance_types: Standard_NC6\n", "instance_types must be a list"),
+        (BASE + "compute: [a, b]\n", "compute must be a non-empty string"),
+        (
+            "type: finetuning\nmodel: m\ntraining_data: {path: d, type: uri_folder}\n",
+            "training_data.type is uri_folder; tunesmith trains on one JSONL file",
+        ),
+        (
+            "type: finetuning\nmodel: m\ntraining_data: {path: file-abc, mode: copy}\n",
+            "training_data.mode must be one of download, ro_mount, direct",
+        ),
+        (
+            BASE + "outputs:\n  registered_model:\n    name: x\n    type: onnx_model\n",
+            "outputs.registered_model.type must be one of uri_file",
+        ),
+        (BASE + "name: [a]\n", "name must be a string"),
     ],
 )
 def test_yaml_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(AzureYamlError, match=None) as error:
         parse_job_yaml(text, tmp_path)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("sample", "no_effect"),
+    [
+        (
+            "chat-completion-finetuning.yaml",
+            [
+                "model_provider",
+                "model.type",
+                "validation_data.type",
+                "outputs.registered_model.type",
+            ],
+        ),
+        (
+            "chat-completion-finetuning-amlcompute.yaml",
+            [
+                "model_provider",
+                "model.type",
+                "compute",
+                "validation_data.type",
+                "outputs.registered_model.type",
+            ],
+        ),
+        (
+            "chat-completion-finetuning-instance-types.yaml",
+            [
+                "model_provider",
+                "model.type",
+                "resources.instance_types",
+                "validation_data.type",
+                "outputs.registered_model.type",
+            ],
+        ),
+        (
+            "text-generation-finetuning.yaml",
+            [
+                "model_provider",
+                "model.type",
+                "validation_data.type",
+                "outputs.registered_model.type",
+            ],
+        ),
+    ],
+)
+def test_every_foundry_sample_reads_as_published(
+    tmp_path: Path, sample: str, no_effect: list[str]
+) -> None:
+    job_yml = foundry_job(tmp_path, sample)
+    spec = parse_job_yaml(job_yml.read_text(), tmp_path)
+    assert spec.model == TOY_BASE
+    assert spec.training_data == DataRef(path=tmp_path / "train.jsonl")
+    assert spec.validation_data == DataRef(path=tmp_path / "validation.jsonl")
+    assert spec.hyperparameters == {
+        "n_epochs": 1,
+        "batch_size": 1,
+        "learning_rate_multiplier": 0.02,
+    }
+    assert [key for key, _ in spec.no_effect] == no_effect
+    assert all(why for _, why in spec.no_effect)
+    assert spec.metadata["my_property"] == "my_value" and spec.metadata["foo_tag"] == "bar"
+    assert spec.metadata["azure.no_effect"] == ", ".join(no_effect)
+    assert spec.registered_name and spec.registered_name.endswith("-finetuned-model")
+    assert spec.task in ("chat_completion", "text_completion")
+
+
+def test_every_key_the_foundry_documents_is_accepted(tmp_path: Path) -> None:
+    """The rest of the Foundry's keys, each in a spelling its schemas take: used where it means
+    something (priority, a ``file:`` path), reported as having no effect otherwise."""
+    (tmp_path / "t.jsonl").write_bytes(training_file(12))
+    spec = parse_job_yaml(
+        "$schema: https://azuremlschemas.azureedge.net/latest/finetuningJob.schema.json\n"
+        "type: finetuning\nname: run-1\ndescription: " + "d" * 600 + "\n"
+        "model_provider: AzureOpenAI\ntask: TEXT_COMPLETION\n"
+        "model: {path: m, type: custom_model, mode: download, datastore: workspaceblobstore}\n"
+        "training_data: {path: 'file:t.jsonl', type: uri_file, mode: ro_mount, "
+        "datastore: d, path_on_compute: /mnt/t}\n"
+        "hyperparameters: {n_epochs: 2, batch_size: 4, learning_rate_multiplier: 0.5, "
+        "seed: null}\n"
+        "compute: azureml:serverless\n"
+        "resources: {instance_types: [Standard_NC24ads_A100_v4], instance_count: 1}\n"
+        "queue_settings: {job_tier: Standard, priority: high}\n"
+        "identity: {type: managed, client_id: abc}\n"
+        "services: {studio: {type: Studio}}\n"
+        "tags: {empty: null, flag: true}\n"
+        "outputs:\n  registered_model: {name: bot, version: '3', type: custom_model, "
+        "mode: rw_mount, path: azureml://datastores/x}\n  metrics: {type: uri_folder}\n",
+        tmp_path,
+    )
+    assert spec.priority == 10 and spec.task == "text_completion"
+    assert spec.training_data == DataRef(path=tmp_path / "t.jsonl")
+    assert spec.hyperparameters == {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 0.5}
+    assert spec.seed is None and spec.registered_name == "bot"
+    assert [key for key, _ in spec.no_effect] == [
+        "$schema",
+        "model_provider",
+        "model.type",
+        "model.mode",
+        "model.datastore",
+        "training_data.type",
+        "training_data.mode",
+        "training_data.datastore",
+        "training_data.path_on_compute",
+        "compute",
+        "resources.instance_types",
+        "resources.instance_count",
+        "queue_settings.job_tier",
+        "identity",
+        "services",
+        "outputs.registered_model.version",
+        "outputs.registered_model.type",
+        "outputs.registered_model.mode",
+        "outputs.registered_model.path",
+        "outputs.metrics",
+    ]
+    assert spec.metadata["empty"] == "" and spec.metadata["flag"] == "true"
+    assert spec.metadata["azure.name"] == "run-1"
+    description = spec.metadata["azure.description"]
+    assert len(description) == 512 and description.endswith("…")  # OpenAI's bound on values
+
+
+def test_recorded_keys_never_crowd_out_properties_and_tags(tmp_path: Path) -> None:
+    tags = "".join(f"  k{i}: v\n" for i in range(15))
+    spec = parse_job_yaml(
+        BASE + "name: run\nexperiment_name: e\ncompute: c\ntags:\n" + tags, tmp_path
+    )
+    assert len(spec.metadata) == 16
+    assert spec.metadata["azure.name"] == "run"  # the one pair left
+    assert spec.unrecorded == ["azure.experiment_name", "azure.no_effect"]
 
 
 def test_the_progress_line() -> None:

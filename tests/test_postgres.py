@@ -4,6 +4,8 @@ whole service on PostgreSQL. (tests/test_jobs_queue.py runs every queue test on 
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +114,67 @@ def test_a_job_runs_from_upload_to_a_registered_model_on_postgres(
             time.sleep(0.05)
     finally:
         engine.dispose()
+
+
+def _job_processes() -> list[int]:
+    """This test process's children that run ``tunesmith.jobs.runner`` (the spare included)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        parent = int(stat.rpartition(")")[2].split()[1])
+        if parent == os.getpid() and b"tunesmith.jobs.runner" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_job_process_shows_no_database_password_to_other_users(
+    tmp_path: Path, toy_model_dir: Path, postgres_url: str
+) -> None:
+    """``ps`` shows every local user each process's command line: the job's settings, database
+    URL and its password included, must reach the job process another way."""
+    secret = f"pw-{secrets.token_hex(8)}"
+    # The test server trusts loopback connections, so any password is accepted (and unread).
+    url = postgres_url.replace("://postgres@", f"://postgres:{secret}@", 1)
+    assert secret in url
+    settings = jobs_settings_for(tmp_path / "home", toy_model_dir, database_url=url)
+    app = create_app(settings)
+    register_toy_base(app, toy_model_dir)
+    for live in run_live(app, settings):
+        client = live.client()
+        training = client.files.create(file=("t.jsonl", training_file(12)), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(
+            model=TOY_BASE,
+            training_file=training.id,
+            method={
+                "type": "supervised",
+                "supervised": {"hyperparameters": {"n_epochs": 25, "batch_size": 1}},
+            },
+        )
+        # The job process reports its steps to PostgreSQL: the URL reached it.
+        deadline = time.monotonic() + 90
+        while (client.fine_tuning.jobs.retrieve(job.id).model_extra or {}).get("step", 0) < 2:
+            assert time.monotonic() < deadline, "the job never trained a step"
+            time.sleep(0.05)
+        engine = make_engine(postgres_url)
+        try:
+            with transaction(make_session_factory(engine)) as session:
+                row = session.get(JobRow, job.id)
+                assert row is not None and row.process_id is not None
+                job_pid = row.process_id
+        finally:
+            engine.dispose()
+        processes = _job_processes()
+        assert job_pid in processes
+        for pid in processes:
+            proc = Path(f"/proc/{pid}")
+            assert secret.encode() not in (proc / "cmdline").read_bytes()
+            assert secret.encode() not in (proc / "environ").read_bytes()
+            assert b"database_url" not in (proc / "cmdline").read_bytes()
+        client.fine_tuning.jobs.cancel(job.id)
+        wait_for_job(client, job.id, {"cancelled"})

@@ -4,6 +4,14 @@ An upload arrives as a temporary file in the blob store. :func:`store_file` vali
 that is not JSONL is refused with the line that breaks it, and nothing is kept), then moves the
 bytes into place and inserts the row. Files are scoped to a project; another project's file, or
 an expired one, is simply not found.
+
+A file is a row and its bytes, and the two orders are crash-safe. Storing: the bytes come into
+place first and the row commits after, so no row lacks its bytes; if the transaction rolls back
+the bytes are removed, and if the process dies first the housekeeping sweep removes bytes that
+have had no row for an hour. Deleting: the row goes in the transaction, the bytes only once it
+has committed (a crash in between leaves bytes the sweep removes). A file an unfinished job uses
+cannot be deleted or expire: deletion locks the file's row before it looks for such a job, and
+job creation locks it (shared) before it checks the file, so the two never both succeed.
 """
 
 from __future__ import annotations
@@ -19,11 +27,12 @@ from sqlalchemy.orm import Session
 
 from tunesmith.data.jsonl import JsonlFormatError
 from tunesmith.data.validate import ValidationReport
-from tunesmith.errors import InvalidRequest, NotFound
+from tunesmith.errors import Conflict, InvalidRequest, NotFound
 from tunesmith.ids import new_id
 from tunesmith.protocol.files import UPLOADABLE_PURPOSES, FileObject, FileValidation
 from tunesmith.protocol.jobs import ACTIVE
 from tunesmith.store.blobs import BlobStore
+from tunesmith.store.db import after_commit, after_rollback, locked
 from tunesmith.store.pagination import page
 from tunesmith.store.tables import FileRow, JobRow
 
@@ -148,18 +157,30 @@ def store_file(
         status_details=details,
         validation=report,
     )
+    # Bytes first, then the row: a row never lacks its bytes. They go again if the row never
+    # commits; a crash before the commit leaves them to the sweep.
     blobs.commit(tmp, blobs.file_path(row.id))
+    after_rollback(session, lambda: blobs.delete_file(row.id))
     session.add(row)
-    try:
-        session.flush()
-    except Exception:
-        blobs.delete_file(row.id)
-        raise
+    session.flush()
     return row
 
 
-def get_file(session: Session, project_id: str, file_id: str, *, now: int) -> FileRow:
-    row = session.get(FileRow, file_id)
+Lock = Literal["share", "update"]
+
+
+def get_file(
+    session: Session, project_id: str, file_id: str, *, now: int, lock: Lock | None = None
+) -> FileRow:
+    """The project's live file, or :class:`NotFound`. ``lock`` keeps it as read until the
+    transaction ends: ``share`` (it may not change or go: a job is about to read it) or
+    ``update`` (this transaction alone may change or delete it)."""
+    if lock is None:
+        row = session.get(FileRow, file_id)
+    else:
+        statement = select(FileRow).where(FileRow.id == file_id)
+        statement = locked(session, statement, shared=lock == "share")
+        row = session.scalars(statement.execution_options(populate_existing=True)).first()
     if (
         row is None
         or row.project_id != project_id
@@ -188,15 +209,46 @@ def list_files(
     return page(session, stmt, FileRow, after=after, limit=limit, order=order)
 
 
-def delete_file(session: Session, blobs: BlobStore, row: FileRow) -> None:
+def file_in_use(session: Session, file_id: str) -> str | None:
+    """The id of an unfinished job that reads ``file_id``, if any."""
+    return session.scalars(
+        select(JobRow.id).where(
+            (JobRow.training_file == file_id) | (JobRow.validation_file == file_id),
+            JobRow.status.in_(ACTIVE),
+        )
+    ).first()
+
+
+def delete_file(
+    session: Session, blobs: BlobStore, project_id: str, file_id: str, *, now: int
+) -> None:
+    """Deletes the project's file: its row now, its bytes once the transaction has committed.
+    :class:`Conflict` (``file_in_use``) while an unfinished job reads it."""
+    row = get_file(session, project_id, file_id, now=now, lock="update")
+    job = file_in_use(session, row.id)  # after the lock: a job created meanwhile is seen
+    if job is not None:
+        raise Conflict(
+            f"File {file_id} is used by fine-tuning job {job}, which has not finished; cancel "
+            "the job or wait for it to end before deleting the file.",
+            param="file_id",
+            code="file_in_use",
+        )
     session.delete(row)
     session.flush()
-    blobs.delete_file(row.id)
+    after_commit(session, lambda: blobs.delete_file(row.id))
 
 
 def expire_files(session: Session, *, now: int) -> list[str]:
     """Deletes the rows of expired files and returns their ids; the caller removes their bytes
     once the transaction has committed. A file an unfinished job still reads waits for it."""
+    expired = (FileRow.expires_at.is_not(None), FileRow.expires_at <= now)
+    if session.scalars(select(FileRow.id).where(*expired).limit(1)).first() is None:
+        return []  # the usual case, with no lock taken
+    # Locked before the jobs are read, as a deletion does; a file that a job creation holds
+    # right now is left for the next sweep.
+    candidates = session.scalars(
+        locked(session, select(FileRow.id).where(*expired), skip_locked=True)
+    ).all()
     in_use = (
         select(JobRow.training_file)
         .where(JobRow.status.in_(ACTIVE))
@@ -206,15 +258,20 @@ def expire_files(session: Session, *, now: int) -> list[str]:
             )
         )
     )
-    ids = list(
-        session.scalars(
-            select(FileRow.id).where(
-                FileRow.expires_at.is_not(None),
-                FileRow.expires_at <= now,
-                FileRow.id.not_in(in_use.scalar_subquery()),
-            )
-        )
-    )
+    busy = set(session.scalars(select(in_use.subquery().c[0])))
+    ids = [file_id for file_id in candidates if file_id not in busy]
     if ids:
         session.execute(delete(FileRow).where(FileRow.id.in_(ids)))
     return ids
+
+
+def stranded_blobs(session: Session, blobs: BlobStore, *, older_than: float) -> list[str]:
+    """The stored bytes older than ``older_than`` (a Unix time) that no file row owns: left by a
+    process that died between placing them and committing their row, or between committing a
+    deletion and removing them. A store in flight placed its bytes moments ago: too new."""
+    candidates = blobs.file_ids_older_than(older_than)
+    owned: set[str] = set()
+    for start in range(0, len(candidates), 500):
+        batch = candidates[start : start + 500]
+        owned.update(session.scalars(select(FileRow.id).where(FileRow.id.in_(batch))))
+    return [file_id for file_id in candidates if file_id not in owned]

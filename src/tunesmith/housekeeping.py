@@ -1,22 +1,28 @@
 """Periodic clean-up: expired files lose their rows and bytes, overdue uploads expire and lose
-their parts, temporary files abandoned by a crash are removed, and deployments idle for longer
-than the server allows are deleted (``deployments.remove_idle``)."""
+their parts, temporary files abandoned by a crash are removed, bytes that no file row owns (a
+crash between placing them and committing, or between a deletion's commit and their removal)
+are removed once older than ``ORPHAN_GRACE_SECONDS``, and deployments idle for longer than the
+server allows are deleted (``deployments.remove_idle``)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tunesmith.deployments import remove_idle
-from tunesmith.files import expire_files
+from tunesmith.files import expire_files, stranded_blobs
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import transaction
 from tunesmith.store.tables import UploadRow
 from tunesmith.uploads import expire_uploads
 
 STALE_TMP_SECONDS = 24 * 3600  # no upload legitimately takes a day
+ORPHAN_GRACE_SECONDS = 3600
+"""Bytes without a row are left this long: a store places its bytes moments before its row
+commits, and an hour covers any wait for a lock in between."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +30,8 @@ class Swept:
     files: list[str]
     uploads: list[str]
     deployments: list[str] = field(default_factory=list)
+    stranded: list[str] = field(default_factory=list)
+    """Bytes removed because no file row owned them."""
 
 
 def sweep(
@@ -56,4 +64,8 @@ def sweep(
     for upload_id in set(with_parts) - pending:
         blobs.delete_parts(upload_id)
     blobs.sweep_tmp(STALE_TMP_SECONDS)
-    return Swept(files, uploads, deployments)
+    with transaction(factory) as session:
+        stranded = stranded_blobs(session, blobs, older_than=time.time() - ORPHAN_GRACE_SECONDS)
+    for file_id in stranded:
+        blobs.delete_file(file_id)
+    return Swept(files, uploads, deployments, stranded)

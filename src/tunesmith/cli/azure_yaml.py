@@ -1,80 +1,85 @@
-"""The Azure ML fine-tuning job YAML (``tunesmith jobs create -f job.yml``), read into a typed
-:class:`AzureJobSpec`. Pure: YAML text and the YAML's folder in, a spec or an
+"""The Azure ML / Foundry fine-tuning job YAML (``tunesmith jobs create -f job.yml``), read into a
+typed :class:`AzureJobSpec`. Pure: YAML text and the YAML's folder in, a spec or an
 :class:`AzureYamlError` out; no HTTP (the CLI checks the model and uploads the files).
 
-How the keys map onto tunesmith's jobs API:
+Every key the Foundry's ``type: finetuning`` job accepts (the ``azure-ai-ml`` schemas
+``FineTuningVerticalSchema``, ``CustomModelFineTuningSchema`` and ``AzureOpenAIFineTuningSchema``
+over ``BaseJobSchema``) is accepted, so its published samples run as pasted. Each key either
+means something here, or is recorded, or has no effect:
 
-- ``type: finetuning`` is required; ``$schema``, ``name``, ``experiment_name``,
-  ``display_name``, ``description``, ``model_provider`` and ``task`` (``chat_completion`` |
-  ``text_generation``) are accepted and kept on the spec but not sent (the jobs API has no
-  field for them).
-- ``model`` (``{path, type}`` or a plain string): ``path`` must be a model the server knows (a
-  catalog id, a fine-tuned model, a registered name); ``azureml://…`` ids are not.
-- ``training_data`` / ``validation_data`` (a path or ``{path, type: uri_file}``): a file id
-  (``file-…``) or a local path, relative to the YAML's folder, uploaded with purpose
-  ``fine-tune``. ``azureml://`` and other remote URIs are refused.
-- ``hyperparameters`` (strings, as Azure writes them; plain numbers are accepted too):
-  ``num_train_epochs`` → ``n_epochs``, ``per_device_train_batch_size`` → ``batch_size``,
-  ``learning_rate`` (an absolute rate) → ``learning_rate_multiplier`` = rate / the default
-  base rate of the strategy (1e-3 for LoRA, 5e-5 for full; the jobs API takes only a
-  multiplier, so a catalog entry with its own base rate scales it accordingly), ``seed`` → the
-  job's seed, and every option of the training engine under its own name (``strategy``,
-  ``lora_rank``, ``learning_rate_multiplier``, ``warmup_ratio``, …).
-- ``properties`` and ``tags`` become the job's ``metadata`` (OpenAI's limits: 16 pairs in all,
-  keys of 1–64 characters, values of at most 512).
-- ``outputs.registered_model.name`` → the jobs API's ``registered_model: {name}``.
-- ``compute`` and ``resources`` are accepted and ignored (tunesmith runs jobs on its own
-  workers); the spec carries a note saying so.
-
-Every unknown key is an error naming its path, such as ``hyperparameters.warmup_stepz``.
+Used
+  ``type`` (must be ``finetuning``); ``model`` (``{path, type}`` or a string): ``path`` is a model
+  the server knows (a catalog id, a fine-tuned model, a registered name; ``azureml://`` ids are
+  not); ``training_data`` / ``validation_data`` (a path or ``{path, type}``): a file id
+  (``file-…``) or a local path (``file:`` prefix allowed), relative to the YAML's folder,
+  uploaded with purpose ``fine-tune``; ``hyperparameters`` (see :mod:`.azure_hyperparameters`);
+  ``properties`` and ``tags``: the job's ``metadata``; ``outputs.registered_model.name``: the
+  job's ``registered_model`` name (and its model's suffix); ``queue_settings.priority``:
+  ``low`` / ``medium`` / ``high`` are the job's ``priority`` -10 / 0 / 10; ``task``:
+  ``chat_completion`` or ``text_completion`` (tunesmith's ``text_generation`` too) — the
+  training file's format, chat or prompt/completion, decides what is trained.
+Recorded in the job's metadata (``azure.<key>``, so ``jobs.list(metadata=…)`` finds them)
+  ``name``, ``display_name``, ``experiment_name``, ``description`` (cut to 512 characters), and
+  ``azure.no_effect``: the keys below that the YAML holds. Only as room is left in the 16 pairs
+  OpenAI allows after ``properties`` and ``tags``; the CLI says what did not fit.
+Accepted, no effect here (the CLI names them, with why, on one line)
+  ``$schema``; ``compute``, ``resources.*`` and ``queue_settings.job_tier`` (jobs run on this
+  server's workers); ``identity`` (no cloud storage to sign in to); ``services`` (no
+  interactive job services); ``model_provider`` (``custom`` | ``azure_open_ai``: the open model
+  is trained here); ``model.type`` / ``mode`` / ``datastore`` and the data's ``type``
+  (``uri_file``), ``mode``, ``datastore``, ``path_on_compute``; ``outputs.registered_model.type``
+  / ``version`` / ``mode`` / ``path`` (a fine-tuned model is a Hugging Face folder and each job
+  registers the name's next version) and any other output.
+Refused, naming the key
+  What the Foundry refuses: an unknown key (``hyperparameters.warmup_stepz``), a value outside
+  its enumerations (``model.type``, ``task``, ``identity.type``, modes, tiers), and the keys only
+  the service writes (``id``, ``status``, ``creation_context``, ``log_files``). And what cannot
+  run here: ``azureml:`` data assets and remote URIs, a ``uri_folder`` or ``mltable`` dataset,
+  and tasks other than text generation (classification, vision, …).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-TASKS = ("chat_completion", "text_generation")
-DATA_TYPES = ("uri_file",)
-METADATA_MAX_PAIRS = 16
-METADATA_MAX_KEY = 64
-METADATA_MAX_VALUE = 512
-LORA_BASE_RATE = 1e-3
-FULL_BASE_RATE = 5e-5
-"""The catalog's default base learning rates (``tunesmith.catalog.spec``), to turn an absolute
-``learning_rate`` into the jobs API's ``learning_rate_multiplier``."""
-MAX_MULTIPLIER = 10.0
-
-TOP_LEVEL = frozenset(
-    {
-        "$schema",
-        "type",
-        "name",
-        "experiment_name",
-        "display_name",
-        "description",
-        "task",
-        "model_provider",
-        "model",
-        "training_data",
-        "validation_data",
-        "hyperparameters",
-        "properties",
-        "tags",
-        "outputs",
-        "compute",
-        "resources",
-    }
+from tunesmith.cli.azure_hyperparameters import parse_hyperparameters
+from tunesmith.cli.azure_schema import (
+    DATA_KEYS,
+    DATA_TYPES,
+    FOUNDRY_TASKS,
+    INPUT_MODES,
+    JOB_TIERS,
+    METADATA_MAX_KEY,
+    METADATA_MAX_PAIRS,
+    METADATA_MAX_VALUE,
+    MODEL_KEYS,
+    MODEL_PROVIDERS,
+    MODEL_TYPES,
+    OUTPUT_KEYS,
+    OUTPUT_MODES,
+    OUTPUT_TYPES,
+    PRIORITIES,
+    PROVIDER_SPELLINGS,
+    RECORDED,
+    SERVICE_WRITTEN,
+    TASKS,
+    TOP_LEVEL,
+    AzureYamlError,
+    as_text,
+    check_placement,
+    mapping,
+    no_effect_keys,
+    no_unknown,
+    one_of,
+    string,
 )
-IGNORED = ("compute", "resources")
 
-
-class AzureYamlError(ValueError):
-    """A mistake in the YAML, as one line naming the key."""
+__all__ = ["AzureJobSpec", "AzureYamlError", "DataRef", "parse_job_yaml"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,198 +99,58 @@ class AzureJobSpec:
     """tunesmith's names and typed values, for ``method.supervised.hyperparameters``."""
     seed: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    """``properties`` and ``tags``, then the recorded ``azure.*`` keys that fit."""
     registered_name: str | None = None
+    priority: int | None = None
     task: str = "chat_completion"
-    name: str | None = None
-    experiment_name: str | None = None
-    display_name: str | None = None
-    description: str | None = None
-    model_provider: str | None = None
-    notes: list[str] = field(default_factory=list)
-    """What was accepted and ignored, for the CLI to print."""
-
-
-# --- hyperparameters --------------------------------------------------------------------------
-
-Parser = Callable[[str, Any], Any]
-
-
-def _int(path: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise AzureYamlError(f"{path} must be a whole number, not {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise AzureYamlError(f'{path} must be a whole number (such as "3"), not {value!r}')
-
-
-def _float(path: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise AzureYamlError(f"{path} must be a number, not {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            pass
-        else:
-            if number == number and number not in (float("inf"), float("-inf")):
-                return number
-    raise AzureYamlError(f'{path} must be a number (such as "0.0001"), not {value!r}')
-
-
-def _auto(parse: Parser) -> Parser:
-    def parse_or_auto(path: str, value: Any) -> Any:
-        if isinstance(value, str) and value.strip() == "auto":
-            return "auto"
-        return parse(path, value)
-
-    return parse_or_auto
-
-
-def _choice(*choices: str) -> Parser:
-    def parse(path: str, value: Any) -> str:
-        if isinstance(value, str) and value.strip() in choices:
-            return value.strip()
-        raise AzureYamlError(f"{path} must be one of {', '.join(choices)}, not {value!r}")
-
-    return parse
-
-
-def _modules(path: str, value: Any) -> Any:
-    if isinstance(value, str):
-        if value.strip() == "auto":
-            return "auto"
-        names = [part.strip() for part in value.split(",") if part.strip()]
-    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-        names = list(value)
-    else:
-        names = []
-    if not names:
-        raise AzureYamlError(f'{path} must be "auto" or module names such as "q_proj,v_proj"')
-    return names
-
-
-HYPERPARAMETERS: dict[str, tuple[str, Parser]] = {
-    # Azure's names
-    "num_train_epochs": ("n_epochs", _auto(_int)),
-    "per_device_train_batch_size": ("batch_size", _auto(_int)),
-    "learning_rate": ("learning_rate", _float),  # turned into a multiplier below
-    # tunesmith's own (the training engine's options)
-    "n_epochs": ("n_epochs", _auto(_int)),
-    "batch_size": ("batch_size", _auto(_int)),
-    "learning_rate_multiplier": ("learning_rate_multiplier", _auto(_float)),
-    "seed": ("seed", _int),
-    "strategy": ("strategy", _choice("lora", "full")),
-    "prompt_loss_weight": ("prompt_loss_weight", _float),
-    "lora_rank": ("lora_rank", _int),
-    "lora_alpha": ("lora_alpha", _float),
-    "lora_dropout": ("lora_dropout", _float),
-    "target_modules": ("target_modules", _modules),
-    "max_seq_length": ("max_seq_length", _auto(_int)),
-    "warmup_ratio": ("warmup_ratio", _float),
-    "weight_decay": ("weight_decay", _float),
-    "max_grad_norm": ("max_grad_norm", _float),
-    "precision": ("precision", _choice("auto", "fp32", "bf16")),
-    "tokens_per_micro_batch": ("tokens_per_micro_batch", _auto(_int)),
-    "eval_interval": ("eval_interval", _auto(_int)),
-}
-
-
-def _hyperparameters(raw: Any) -> tuple[dict[str, Any], int | None]:
-    section = _mapping("hyperparameters", raw)
-    values: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for key, value in section.items():
-        path = f"hyperparameters.{key}"
-        if key not in HYPERPARAMETERS:
-            known = ", ".join(sorted(HYPERPARAMETERS))
-            raise AzureYamlError(f"unknown key {path}; the known hyperparameters are {known}")
-        name, parse = HYPERPARAMETERS[key]
-        if name in values:
-            raise AzureYamlError(f"{path} sets {name}, which hyperparameters.{origin[name]} set")
-        values[name], origin[name] = parse(path, value), key
-    seed = values.pop("seed", None)
-    if "learning_rate" in values:
-        rate = values.pop("learning_rate")
-        if "learning_rate_multiplier" in values:
-            raise AzureYamlError(
-                "give hyperparameters.learning_rate or learning_rate_multiplier, not both"
-            )
-        base = FULL_BASE_RATE if values.get("strategy") == "full" else LORA_BASE_RATE
-        multiplier = float(f"{rate / base:.6g}")
-        if not 0 < multiplier <= MAX_MULTIPLIER:
-            raise AzureYamlError(
-                f"hyperparameters.learning_rate must be above 0 and at most "
-                f"{base * MAX_MULTIPLIER:g} (10 times the base rate {base:g}), not {rate:g}"
-            )
-        values["learning_rate_multiplier"] = multiplier
-    return values, seed
-
-
-# --- the rest ---------------------------------------------------------------------------------
-
-
-def _mapping(path: str, value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise AzureYamlError(f"{path} must be a mapping of keys to values")
-    for key in value:
-        if not isinstance(key, str):
-            raise AzureYamlError(f"{path} has a key that is not a string: {key!r}")
-    return value
-
-
-def _string(path: str, value: Any) -> str:
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    raise AzureYamlError(f"{path} must be a non-empty string")
-
-
-def _no_unknown(path: str, section: Mapping[str, Any], known: set[str] | frozenset[str]) -> None:
-    for key in section:
-        if key not in known:
-            where = f"{path}.{key}" if path else key
-            raise AzureYamlError(f"unknown key {where}; expected one of {', '.join(sorted(known))}")
+    no_effect: list[tuple[str, str]] = field(default_factory=list)
+    """``(key, why)`` for each key accepted with no effect, in the YAML's order."""
+    unrecorded: list[str] = field(default_factory=list)
+    """Recorded keys left out of ``metadata``: no room in its 16 pairs."""
 
 
 def _model(raw: Any) -> str:
     if isinstance(raw, str):
-        return _string("model", raw)
-    section = _mapping("model", raw)
-    _no_unknown("model", section, {"path", "type"})
+        return string("model", raw)
+    section = mapping("model", raw)
+    no_unknown("model", section, MODEL_KEYS)
     if "path" not in section:
         raise AzureYamlError("model.path is required (a model id of the tunesmith catalog)")
-    if "type" in section:
-        _string("model.type", section["type"])
-    return _string("model.path", section["path"])
+    if section.get("type") is not None:
+        one_of("model.type", section["type"], MODEL_TYPES)
+    if section.get("mode") is not None:
+        one_of("model.mode", section["mode"], INPUT_MODES)
+    return string("model.path", section["path"])
 
 
 def _data(key: str, raw: Any, base_dir: Path) -> DataRef:
     if isinstance(raw, Mapping):
-        section = _mapping(key, raw)
-        _no_unknown(key, section, {"path", "type"})
+        section = mapping(key, raw)
+        no_unknown(key, section, DATA_KEYS)
         if "path" not in section:
             raise AzureYamlError(f"{key}.path is required (a local JSONL file or a file id)")
-        if "type" in section and section["type"] not in DATA_TYPES:
+        kind = section.get("type")
+        if kind is not None and str(kind).strip().lower() == "uri_folder":
             raise AzureYamlError(
-                f"{key}.type must be {' or '.join(DATA_TYPES)} (one JSONL file), "
-                f"not {section['type']!r}"
+                f"{key}.type is uri_folder; tunesmith trains on one JSONL file: give its path "
+                "with type uri_file"
             )
+        if kind is not None and str(kind).strip().lower() not in DATA_TYPES:
+            raise AzureYamlError(f"{key}.type must be uri_file (one JSONL file), not {kind!r}")
+        if section.get("mode") is not None:
+            one_of(f"{key}.mode", section["mode"], INPUT_MODES)
         path_key, value = f"{key}.path", section["path"]
     else:
         path_key, value = key, raw
-    text = _string(path_key, value)
+    text = string(path_key, value)
     if text.startswith("azureml:"):
         raise AzureYamlError(
             f"{path_key} is an Azure ML data asset ({text}); tunesmith cannot read those: "
             "give a local JSONL file (relative to the YAML's folder) or an uploaded file id"
         )
-    if "://" in text:
+    if text.startswith("file:"):
+        text = text.removeprefix("file:").removeprefix("//") or "."
+    elif "://" in text:
         raise AzureYamlError(
             f"{path_key} is a remote URI ({text}); give a local JSONL file or an uploaded file id"
         )
@@ -304,7 +169,7 @@ def _metadata(document: Mapping[str, Any]) -> dict[str, str]:
     for section_key in ("properties", "tags"):
         if document.get(section_key) is None:
             continue
-        section = _mapping(section_key, document[section_key])
+        section = mapping(section_key, document[section_key])
         for key, value in section.items():
             path = f"{section_key}.{key}"
             if key in metadata:
@@ -314,12 +179,7 @@ def _metadata(document: Mapping[str, Any]) -> dict[str, str]:
                     f"{path}: keys are kept as job metadata and must have 1 to "
                     f"{METADATA_MAX_KEY} characters"
                 )
-            if isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, str | int | float):
-                text = str(value)
-            else:
-                raise AzureYamlError(f"{path} must be a string, not {type(value).__name__}")
+            text = as_text(path, value)
             if len(text) > METADATA_MAX_VALUE:
                 raise AzureYamlError(
                     f"{path} has {len(text)} characters; it is kept as job metadata, whose "
@@ -337,24 +197,51 @@ def _metadata(document: Mapping[str, Any]) -> dict[str, str]:
 def _registered_name(raw: Any) -> str | None:
     if raw is None:
         return None
-    outputs = _mapping("outputs", raw)
-    _no_unknown("outputs", outputs, {"registered_model"})
-    if outputs.get("registered_model") is None:
-        return None
-    registered = _mapping("outputs.registered_model", outputs["registered_model"])
-    _no_unknown("outputs.registered_model", registered, {"name"})
-    if "name" not in registered:
-        raise AzureYamlError("outputs.registered_model.name is required")
-    return _string("outputs.registered_model.name", registered["name"])
+    outputs = mapping("outputs", raw)
+    name = None
+    for output, value in outputs.items():
+        if value is None:
+            continue
+        section = mapping(f"outputs.{output}", value)
+        no_unknown(f"outputs.{output}", section, OUTPUT_KEYS)
+        if section.get("type") is not None:
+            one_of(f"outputs.{output}.type", section["type"], OUTPUT_TYPES)
+        if section.get("mode") is not None:
+            one_of(f"outputs.{output}.mode", section["mode"], OUTPUT_MODES)
+        if output == "registered_model" and section.get("name") is not None:
+            name = string("outputs.registered_model.name", section["name"])
+    return name
 
 
-def _optional_string(document: Mapping[str, Any], key: str) -> str | None:
-    value = document.get(key)
-    if value is None:
+def _priority(raw: Any) -> int | None:
+    if raw is None:
         return None
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        return str(value)
-    raise AzureYamlError(f"{key} must be a string")
+    section = mapping("queue_settings", raw)
+    no_unknown("queue_settings", section, frozenset({"job_tier", "priority"}))
+    if section.get("job_tier") is not None:
+        one_of("queue_settings.job_tier", section["job_tier"], JOB_TIERS)
+    if section.get("priority") is None:
+        return None
+    return PRIORITIES[one_of("queue_settings.priority", section["priority"], tuple(PRIORITIES))]
+
+
+def _record(
+    document: Mapping[str, Any], metadata: dict[str, str], no_effect: list[tuple[str, str]]
+) -> list[str]:
+    """Adds the recorded keys to ``metadata`` while it has room; returns those left out."""
+    recorded = {f"azure.{key}": as_text(key, document[key]) for key in RECORDED if key in document}
+    if no_effect:
+        recorded["azure.no_effect"] = ", ".join(key for key, _ in no_effect)
+    left_out = []
+    for key, value in recorded.items():
+        if not value or key in metadata:
+            continue
+        if len(metadata) >= METADATA_MAX_PAIRS:
+            left_out.append(key)
+            continue
+        cut = value if len(value) <= METADATA_MAX_VALUE else value[: METADATA_MAX_VALUE - 1] + "…"
+        metadata[key] = cut
+    return left_out
 
 
 def parse_job_yaml(text: str, base_dir: Path) -> AzureJobSpec:
@@ -366,26 +253,41 @@ def parse_job_yaml(text: str, base_dir: Path) -> AzureJobSpec:
         raise AzureYamlError(f"not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(document, Mapping):
         raise AzureYamlError("the file must hold a mapping (an Azure ML job), not a list or text")
-    document = _mapping("", document)
-    _no_unknown("", document, TOP_LEVEL)
+    document = mapping("", document)
+    for key in SERVICE_WRITTEN:
+        if key in document:
+            raise AzureYamlError(
+                f"{key} is written by the service (az ml job show), not read from a job file; "
+                "remove it"
+            )
+    no_unknown("", document, TOP_LEVEL)
     if "type" not in document:
         raise AzureYamlError("type is required and must be finetuning")
     if document["type"] != "finetuning":
         raise AzureYamlError(f"type must be finetuning, not {document['type']!r}")
-    task = document.get("task", "chat_completion")
+    task = one_of("task", document.get("task", "chat_completion"), (*FOUNDRY_TASKS, *TASKS))
     if task not in TASKS:
-        raise AzureYamlError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+        raise AzureYamlError(
+            f"task {task} is not available here: tunesmith fine-tunes language models on chat "
+            "or prompt/completion data (task chat_completion or text_completion)"
+        )
+    provider = document.get("model_provider")
+    if provider is not None and str(provider).replace("_", "").lower() not in PROVIDER_SPELLINGS:
+        raise AzureYamlError(
+            f"model_provider must be one of {', '.join(MODEL_PROVIDERS)}, not {provider!r}"
+        )
+    for key in RECORDED:
+        as_text(key, document.get(key))
     if "model" not in document:
         raise AzureYamlError("model is required (model.path: a model id of the tunesmith catalog)")
     if "training_data" not in document:
         raise AzureYamlError("training_data is required (a local JSONL file or a file id)")
-    hyperparameters, seed = _hyperparameters(document.get("hyperparameters") or {})
+    check_placement(document)
+    raw_hyperparameters = document.get("hyperparameters") or {}
+    hyperparameters, seed = parse_hyperparameters(mapping("hyperparameters", raw_hyperparameters))
     validation = document.get("validation_data")
-    notes = [
-        f"{key} is ignored: tunesmith runs jobs on its own workers"
-        for key in IGNORED
-        if key in document
-    ]
+    no_effect = no_effect_keys(document)
+    metadata = _metadata(document)
     return AzureJobSpec(
         model=_model(document["model"]),
         training_data=_data("training_data", document["training_data"], base_dir),
@@ -394,13 +296,10 @@ def parse_job_yaml(text: str, base_dir: Path) -> AzureJobSpec:
         else _data("validation_data", validation, base_dir),
         hyperparameters=hyperparameters,
         seed=seed,
-        metadata=_metadata(document),
         registered_name=_registered_name(document.get("outputs")),
-        task=str(task),
-        name=_optional_string(document, "name"),
-        experiment_name=_optional_string(document, "experiment_name"),
-        display_name=_optional_string(document, "display_name"),
-        description=_optional_string(document, "description"),
-        model_provider=_optional_string(document, "model_provider"),
-        notes=notes,
+        priority=_priority(document.get("queue_settings")),
+        task=task,
+        no_effect=no_effect,
+        unrecorded=_record(document, metadata, no_effect),
+        metadata=metadata,
     )

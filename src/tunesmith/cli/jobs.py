@@ -219,11 +219,23 @@ def _create_from_yaml(client: Any, args: argparse.Namespace) -> Any:
         fields["metadata"] = spec.metadata
     if spec.hyperparameters:
         fields["method"] = _method(spec.hyperparameters)
+    extra: dict[str, Any] = {}
     if spec.registered_name:
-        fields["extra_body"] = {"registered_model": {"name": spec.registered_name}}
+        extra["registered_model"] = {"name": spec.registered_name}
+    if spec.priority is not None:
+        extra["priority"] = spec.priority
+    if extra:
+        fields["extra_body"] = extra
     job = client.fine_tuning.jobs.create(**fields)
-    for note in spec.notes:
-        print(f"tunesmith: note: {note}", file=sys.stderr)
+    if spec.no_effect:
+        keys = ", ".join(f"{key} ({why})" for key, why in spec.no_effect)
+        print(f"tunesmith: accepted, has no effect here: {keys}", file=sys.stderr)
+    if spec.unrecorded:
+        print(
+            f"tunesmith: not kept in the job's metadata (it holds 16 pairs, properties and tags "
+            f"first): {', '.join(spec.unrecorded)}",
+            file=sys.stderr,
+        )
     return job
 
 

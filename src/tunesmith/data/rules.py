@@ -2,9 +2,10 @@
 
 :func:`check_example` detects the line's format (chat ``messages``, preference ``input`` /
 ``preferred_output`` / ``non_preferred_output``, or ``prompt`` / ``completion``), applies every
-rule of ``reference/openai-contract.md`` §4 that concerns a single example, and returns all the
-problems it found plus the normalised conversation the tokenizer renders. Rules that need the whole
-file (example count, duplicates) or the tokenizer (length, template) live in :mod:`.validate`.
+rule of OpenAI's fine-tuning data format that concerns a single example (their codes are listed
+in docs/API.md, *The validation report*), and returns all the problems it found plus the
+normalised conversation the tokenizer renders. Rules that need the whole file (example count,
+duplicates) or the tokenizer (length, template) live in :mod:`.validate`.
 
 Each issue carries a stable ``code``, the 1-based line, the 0-based message index and the field
 path, and its message says what to do. The rules of one message, and what the chat template

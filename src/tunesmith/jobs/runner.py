@@ -1,8 +1,9 @@
-"""The job process: ``python -m tunesmith.jobs.runner --settings JSON --parent PID``.
+"""The job process: ``python -m tunesmith.jobs.runner --parent PID``.
 
 A worker starts one per job, so a crash, a leak or an out-of-memory kill takes down only that
-job. It starts one ahead of need (a warm spare, torch already imported) and hands it its job on
-stdin, so a job's first step comes seconds sooner. The process trains with
+job. Its settings arrive as the first line on stdin (a command line is public: ``ps``). It
+starts one ahead of need (a warm spare, torch already imported) and hands it its job on
+stdin, the next line, so a job's first step comes seconds sooner. The process trains with
 :func:`tunesmith.training.loop.train` and reports through :class:`DbReporter` straight into the
 database: metrics events, progress, checkpoints as models. It resumes from the newest checkpoint
 in the job's folder when there is one.
@@ -331,16 +332,19 @@ def _die_with_parent(parent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Starts warm (torch and transformers imported), then waits for its job on stdin: one JSON
-    line ``[job_id, attempt, device, log_path]`` from the worker; a closed pipe means exit."""
+    """Reads the worker's settings, the first line on stdin (never the command line, which every
+    local user can read), starts warm (torch and transformers imported), then waits for its job:
+    the next line, ``[job_id, attempt, device, log_path]`` as JSON. A closed pipe means exit."""
     parser = argparse.ArgumentParser(prog="python -m tunesmith.jobs.runner")
-    parser.add_argument("--settings", required=True, help="the worker's Settings as JSON")
     parser.add_argument("--parent", type=int, required=True, help="the worker's pid")
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
     stop_flag = threading.Event()
     signal.signal(signal.SIGUSR1, lambda *_: stop_flag.set())
-    settings = Settings.model_validate_json(args.settings)
+    first = sys.stdin.readline()
+    if not first.strip():
+        return
+    settings = Settings.model_validate_json(first)
     _warm_up()
     line = sys.stdin.readline()
     if not line.strip():

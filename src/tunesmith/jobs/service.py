@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tunesmith.errors import Conflict, InvalidRequest, NotFound
+from tunesmith.errors import InvalidRequest, NotFound
 from tunesmith.files import get_file
 from tunesmith.fine_tuned import resolve_model
 from tunesmith.ids import new_id
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.spec import JobRequest
-from tunesmith.jobs.states import ACTIVE, Action, next_status
+from tunesmith.jobs.states import Action, next_status
 from tunesmith.protocol.jobs import (
     CheckpointMetrics,
     Hyperparameters,
@@ -178,27 +178,6 @@ def list_checkpoints(
     return page(session, stmt, JobCheckpointRow, after=after, limit=limit, order="desc")
 
 
-def files_in_use(session: Session, file_id: str) -> str | None:
-    """The id of an unfinished job that reads ``file_id``, if any."""
-    return session.scalars(
-        select(JobRow.id).where(
-            (JobRow.training_file == file_id) | (JobRow.validation_file == file_id),
-            JobRow.status.in_(ACTIVE),
-        )
-    ).first()
-
-
-def check_file_deletable(session: Session, file_id: str) -> None:
-    job = files_in_use(session, file_id)
-    if job is not None:
-        raise Conflict(
-            f"File {file_id} is used by fine-tuning job {job}, which has not finished; cancel "
-            "the job or wait for it to end before deleting the file.",
-            param="file_id",
-            code="file_in_use",
-        )
-
-
 def job_to_protocol(job: JobRow) -> Job:
     resolved = job.hyperparameters
     requested = job.requested["hyperparameters"]
@@ -260,8 +239,10 @@ def checkpoint_to_protocol(row: JobCheckpointRow) -> JobCheckpoint:
 
 
 def _fine_tune_file(session: Session, project_id: str, file_id: str, param: str, now: int) -> None:
+    """The file must be the project's, live and for fine-tuning. Its row stays locked (shared)
+    until the job's row commits, so a deletion cannot slip in between (``files.delete_file``)."""
     try:
-        row: FileRow = get_file(session, project_id, file_id, now=now)
+        row: FileRow = get_file(session, project_id, file_id, now=now, lock="share")
     except NotFound:
         raise InvalidRequest(
             f"invalid {param}: {file_id} does not exist in this project (or has expired); "

@@ -267,21 +267,29 @@ class Worker:
         return Child(job_id, attempt, process, log_path)
 
     def _new_process(self) -> subprocess.Popen[bytes]:
-        """A job process, importing torch while it waits for its job on stdin."""
-        command = [
-            sys.executable,
-            "-m",
-            "tunesmith.jobs.runner",
-            "--settings",
-            self.settings.model_dump_json(exclude={"admin_key"}),
-            "--parent",
-            str(os.getpid()),
-        ]
+        """A job process, importing torch while it waits for its job on stdin.
+
+        Its settings (the database URL and any password in it) go first on that pipe, which only
+        this process can write and only the child can read: a command line is public to every
+        local user (``ps``, ``/proc/<pid>/cmdline``). The child reads nothing from ``TUNESMITH_*``
+        variables, so they are left out of its environment too."""
+        command = [sys.executable, "-m", "tunesmith.jobs.runner", "--parent", str(os.getpid())]
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("TUNESMITH_")}
         self.settings.home.mkdir(parents=True, exist_ok=True)
         with (self.settings.home / "worker.log").open("ab") as output:
-            return subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=environment,
             )
+        assert process.stdin is not None
+        line = self.settings.model_dump_json(exclude={"admin_key"}) + "\n"
+        with contextlib.suppress(OSError):  # it died at once: _hand_over finds out
+            process.stdin.write(line.encode())
+            process.stdin.flush()
+        return process
 
     def keep_spare(self) -> None:
         """One job process started ahead of need, so the next job skips the imports. Only while

@@ -8,6 +8,8 @@ Layout under ``root`` (nothing is ever named after user input, only after genera
 
 A write goes to ``tmp/`` first and is renamed into place only when complete, so a reader never
 sees half a file and a crash leaves at most a temporary file, which :meth:`sweep_tmp` removes.
+A file's modification time is the moment it came into place (not when its upload began), which
+the sweep of bytes whose row never committed counts its grace period from.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class BlobStore:
         """Atomically move a finished temporary file to its final place."""
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
+        os.utime(tmp)  # placed now, however long ago the upload began
         destination.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, destination)
 
@@ -67,6 +70,18 @@ class BlobStore:
 
     def delete_parts(self, upload_id: str) -> None:
         shutil.rmtree(self.part_dir(upload_id), ignore_errors=True)
+
+    def file_ids_older_than(self, cutoff: float) -> list[str]:
+        """The stored files placed before ``cutoff`` (a Unix time)."""
+        found = []
+        with os.scandir(self.root / "files") as entries:
+            for entry in entries:
+                try:
+                    if entry.stat().st_mtime < cutoff:
+                        found.append(entry.name)
+                except FileNotFoundError:  # deleted meanwhile
+                    continue
+        return sorted(found)
 
     def upload_ids_with_parts(self) -> list[str]:
         return sorted(p.name for p in (self.root / "parts").iterdir())

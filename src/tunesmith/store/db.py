@@ -1,14 +1,25 @@
 """Engine and session factory. SQLite gets WAL mode, foreign keys and a busy timeout on every
-connection; any other URL (PostgreSQL) is used as given."""
+connection; any other URL (PostgreSQL) is used as given.
+
+Also what a transaction needs beyond SQL: actions that run once it has committed (removing a
+deleted file's bytes) or once it has rolled back (removing bytes stored for a row that never came
+to be), and :func:`locked`, row locks that mean the same on both databases.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, Select, create_engine, event
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+
+log = logging.getLogger(__name__)
+_AFTER_COMMIT = "tunesmith.after_commit"
+_AFTER_ROLLBACK = "tunesmith.after_rollback"
+S = TypeVar("S", bound=Select[Any])
 
 
 def make_engine(url: str) -> Engine:
@@ -28,7 +39,57 @@ def make_engine(url: str) -> Engine:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    event.listen(factory, "after_commit", _committed)
+    event.listen(factory, "after_soft_rollback", _rolled_back)
+    return factory
+
+
+def after_commit(session: Session, action: Callable[[], None]) -> None:
+    """Runs ``action`` once the session's transaction has committed; never if it rolls back."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
+def after_rollback(session: Session, action: Callable[[], None]) -> None:
+    """Runs ``action`` once the session's transaction has rolled back; never if it commits."""
+    session.info.setdefault(_AFTER_ROLLBACK, []).append(action)
+
+
+def _committed(session: Session) -> None:
+    session.info.pop(_AFTER_ROLLBACK, None)
+    _run(session.info.pop(_AFTER_COMMIT, []))
+
+
+def _rolled_back(session: Session, previous: SessionTransaction) -> None:
+    if previous.parent is not None:  # a savepoint: the transaction goes on
+        return
+    session.info.pop(_AFTER_COMMIT, None)
+    _run(session.info.pop(_AFTER_ROLLBACK, []))
+
+
+def _run(actions: list[Callable[[], None]]) -> None:
+    for action in actions:
+        try:
+            action()
+        except OSError:  # the bytes stay behind; the housekeeping sweep removes them later
+            log.exception("clean-up after a transaction failed")
+
+
+def locked(session: Session, statement: S, *, shared: bool = False, skip_locked: bool = False) -> S:
+    """``statement``, locking the rows it reads until the transaction ends, so that what it
+    reads stays true until then: PostgreSQL's ``FOR UPDATE`` (no one else may lock, change or
+    delete them) or ``FOR SHARE`` (others may share the lock, no one may change or delete them).
+
+    SQLite has no row locks but one writer at a time: the transaction takes the database's write
+    lock (``BEGIN IMMEDIATE``, waiting out the busy timeout) before the statement reads, unless
+    it already holds it (the driver begins a transaction only at its first write, and a write
+    takes the lock). Either way, a concurrent transaction that would invalidate the read waits
+    for this one to end."""
+    if session.get_bind().dialect.name == "sqlite":
+        connection = session.connection().connection.dbapi_connection
+        if connection is not None and not connection.in_transaction:
+            connection.execute("BEGIN IMMEDIATE")
+    return statement.with_for_update(read=shared, skip_locked=skip_locked)
 
 
 @contextmanager

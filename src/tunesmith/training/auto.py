@@ -1,7 +1,9 @@
-"""What "auto" resolves to (``reference/openai-contract.md`` §3).
+"""What "auto" resolves to.
 
-Epochs follow OpenAI's cookbook rule: 3 epochs, more for small sets so that about 100 examples
-are seen in all (at most 25), fewer for large sets so that about 25,000 are (at least 1).
+Epochs follow OpenAI's cookbook rule (its notebook "Data preparation and analysis for chat model
+fine-tuning"; OpenAI does not publish its server's own): 3 epochs, more for small sets so that
+about 100 examples are seen in all (at most 25), fewer for large sets so that about 25,000 are
+(at least 1).
 """
 
 from __future__ import annotations

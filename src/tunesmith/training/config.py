@@ -4,9 +4,9 @@
 ``learning_rate_multiplier``, each ``"auto"`` or a number in OpenAI's range), Azure's
 ``prompt_loss_weight`` and tunesmith's documented extensions. :meth:`TrainConfig.from_dict` is the
 way in from JSON: unknown keys are rejected, never ignored, and every error names its option.
-:meth:`TrainConfig.resolve` turns ``"auto"`` into numbers for a dataset and a base model
-(``reference/openai-contract.md`` §3) and returns a :class:`ResolvedConfig`, which is what the
-loop runs and what the job reports back as its hyperparameters.
+:meth:`TrainConfig.resolve` turns ``"auto"`` into numbers for a dataset and a base model (the
+rules are in :mod:`tunesmith.training.auto`) and returns a :class:`ResolvedConfig`, which is what
+the loop runs and what the job reports back as its hyperparameters.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ from tunesmith import files
 from tunesmith.api.deps import Contributor, Reader, RuntimeDep, SessionDep, now
 from tunesmith.api.multipart import ReceivedForm, receive_form
 from tunesmith.errors import InvalidRequest
-from tunesmith.jobs.service import check_file_deletable
 from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.files import FileDeleted, FileObject, FileValidation
 from tunesmith.settings import Settings
@@ -137,7 +136,5 @@ def file_validation(row: OwnedFile) -> FileValidation:
 def delete_file(
     file_id: str, principal: Contributor, session: SessionDep, runtime: RuntimeDep
 ) -> FileDeleted:
-    row = files.get_file(session, principal.project_id, file_id, now=now())
-    check_file_deletable(session, row.id)
-    files.delete_file(session, runtime.blobs, row)
-    return FileDeleted(id=row.id)
+    files.delete_file(session, runtime.blobs, principal.project_id, file_id, now=now())
+    return FileDeleted(id=file_id)
