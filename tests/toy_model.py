@@ -36,8 +36,16 @@ _CORPUS = [
 
 
 def build_toy_model_dir(
-    path: Path, *, chat_template: str = CHATML_TEMPLATE, with_weights: bool = True
+    path: Path,
+    *,
+    chat_template: str = CHATML_TEMPLATE,
+    with_weights: bool = True,
+    context_length: int = CONTEXT_LENGTH,
+    pad_token: str = "<|im_end|>",
 ) -> Path:
+    """The toy model in ``path``. Its pad token's embedding starts at zero (``padding_idx``), so
+    with the default pad (the end-of-turn token) LoRA, which leaves embeddings frozen, can hardly
+    teach it to stop; ``pad_token="<|endoftext|>"`` gives one that can learn to."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -52,7 +60,7 @@ def build_toy_model_dir(
         tokenizer_object=tokenizer,
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
+        pad_token=pad_token,
         unk_token="<|endoftext|>",
         additional_special_tokens=SPECIAL,
     )
@@ -68,7 +76,7 @@ def build_toy_model_dir(
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
-        "max_position_embeddings": CONTEXT_LENGTH,
+        "max_position_embeddings": context_length,
         "bos_token_id": fast.bos_token_id,
         "eos_token_id": fast.eos_token_id,
         "pad_token_id": fast.pad_token_id,
