@@ -43,9 +43,14 @@ def build_toy_model_dir(
     special: tuple[str, ...] = tuple(SPECIAL),
     bos: str = "<|im_start|>",
     eos: str = "<|im_end|>",
+    context_length: int = CONTEXT_LENGTH,
+    pad_token: str | None = None,
 ) -> Path:
     """The toy model in ``path``; ``special`` (the first is the unknown token), ``bos`` and
-    ``eos`` stand in for another model's special tokens."""
+    ``eos`` stand in for another model's special tokens. Its pad token (default: ``eos``) has an
+    embedding that starts at zero (``padding_idx``), so with the end-of-turn token as pad LoRA,
+    which leaves embeddings frozen, can hardly teach it to stop; ``pad_token="<|endoftext|>"``
+    gives one that can learn to."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -60,7 +65,7 @@ def build_toy_model_dir(
         tokenizer_object=tokenizer,
         bos_token=bos,
         eos_token=eos,
-        pad_token=eos,
+        pad_token=pad_token or eos,
         unk_token=special[0],
         additional_special_tokens=list(special),
     )
@@ -76,7 +81,7 @@ def build_toy_model_dir(
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
-        "max_position_embeddings": CONTEXT_LENGTH,
+        "max_position_embeddings": context_length,
         "bos_token_id": fast.bos_token_id,
         "eos_token_id": fast.eos_token_id,
         "pad_token_id": fast.pad_token_id,

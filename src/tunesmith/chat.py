@@ -30,11 +30,12 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from tunesmith import deployments, usage
+from tunesmith import deployments, tool_use, usage
 from tunesmith.auth import Principal
 from tunesmith.catalog.models import ModelUnavailable, materialize
 from tunesmith.catalog.spec import CHAT_COMPLETION, TEXT_GENERATION
 from tunesmith.data import messages as data_messages
+from tunesmith.data.tool_calls import CallReader, ParsedCall, Piece
 from tunesmith.deployments import ServingTarget
 from tunesmith.errors import InvalidRequest, ServerError
 from tunesmith.ids import new_id
@@ -56,12 +57,34 @@ Kind = Literal["chat", "completion"]
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class Delta:
-    """A piece of one choice's answer, or (with ``finish_reason``) its end."""
+    """A piece of one choice's answer (text, or one whole tool call), or (with
+    ``finish_reason``) its end."""
 
     index: int
     text: str = ""
     finish_reason: FinishReason | None = None
+    tool_call: ToolCall | None = None
+
+
+@dataclass(slots=True)
+class _Choice:
+    """One choice on its way out."""
+
+    reader: CallReader | None
+    """Reads tool calls out of the answer; None: all of it is content."""
+    sent: str = ""
+    """What the content filter has passed: the content sent, and the text of each call."""
+    held: str = ""
+    """Content waiting for the filter."""
+    calls: int = 0
 
 
 @dataclass(slots=True)
@@ -78,6 +101,7 @@ class Call:
     admission: Admission
     content_filter: ContentFilter | None
     prompt_filter: FilterResult | None
+    tools: tool_use.ToolPlan = tool_use.NO_TOOLS
     completion_tokens: int = 0
     filter_results: dict[int, FilterResult] = field(default_factory=dict)
     """The latest completion verdict of each choice (when the filter is on)."""
@@ -179,6 +203,11 @@ class Serving:
     ) -> Call:
         """Resolves, renders, checks and admits a request; raises the 4xx it deserves."""
         now = int(time.time())
+        tools = (
+            tool_use.checked(request)
+            if isinstance(request, ChatCompletionRequest)
+            else tool_use.NOT_REQUESTED
+        )
         with transaction(self.sessions) as session:
             target = deployments.resolve_target(session, principal, request.model, now=now)
             owner = _weights_owner(session, target)
@@ -189,13 +218,17 @@ class Serving:
             kind: Kind = "chat"
             _require_task(target, CHAT_COMPLETION, "/v1/chat/completions")
             messages = normalise_messages(request.messages)
-            prompt = assets.chat_prompt(messages, request.tools)
+            plan = tool_use.plan(
+                tools, assets.chat.call_syntax if assets.chat else None, target.deployment.name
+            )
+            prompt = assets.chat_prompt(messages, tools.tools, answer_prefix=plan.prefix)
             screened = "\n".join(str(m.get("content") or "") for m in messages)
             prompt_param = "messages"
         else:
             kind = "completion"
             _require_task(target, TEXT_GENERATION, "/v1/completions")
             prompt, screened, prompt_param = assets.encode(request.prompt), request.prompt, "prompt"
+            plan = tool_use.NO_TOOLS
         max_tokens = self._max_tokens(request, len(prompt), assets.context_length)
         if request.n > self.engine.max_batch:
             raise InvalidRequest(
@@ -256,6 +289,7 @@ class Serving:
             admission=admission,
             content_filter=content_filter,
             prompt_filter=verdict,
+            tools=plan,
         )
 
     def stop(self) -> None:
@@ -340,8 +374,7 @@ class Serving:
             tokenizer=call.assets.decoder,
             stop_ids=call.assets.stop_ids,
         )
-        sent = [""] * len(call.params)
-        held = [""] * len(call.params)
+        choices = [_Choice(call.tools.reader()) for _ in call.params]
         running = len(call.params)
         metered = False
         try:
@@ -349,34 +382,25 @@ class Serving:
                 index, kind, value = await queue.get()
                 if kind == "fail":
                     raise ServerError(f"Generation failed: {value}. Retry the request.")
+                choice = choices[index]
                 if kind == "token":
-                    if call.blocked(index):
-                        continue
-                    held[index] += value
-                    # With the filter on, text leaves once checked, and only up to the last
-                    # word boundary: a partial word ("ass" of "assistant") is no word yet.
-                    end = len(held[index])
-                    if call.content_filter is not None:
-                        end = _last_boundary(held[index])
-                        if end <= call.content_filter.check_every_chars or not await self._passes(
-                            call, index, sent[index], held[index][:end]
-                        ):
-                            continue
-                    release, held[index] = held[index][:end], held[index][end:]
-                    sent[index] += release
-                    yield Delta(index, release)
+                    pieces = choice.reader.push(value) if choice.reader else [value]
+                    async for delta in self._release(call, index, choice, pieces, final=False):
+                        yield delta
                     continue
                 reason, tokens = value
                 call.completion_tokens += tokens
                 running -= 1
-                tail = held[index]
-                if (
-                    tail
-                    and not call.blocked(index)
-                    and await self._passes(call, index, sent[index], tail)
+                pieces = choice.reader.finish() if choice.reader else []
+                async for delta in self._release(call, index, choice, pieces, final=True):
+                    yield delta
+                finish: FinishReason = reason
+                if call.blocked(index):
+                    finish = "content_filter"
+                elif choice.calls and (
+                    reason != "length" or (choice.reader and choice.reader.done)
                 ):
-                    yield Delta(index, tail)
-                finish: FinishReason = "content_filter" if call.blocked(index) else reason
+                    finish = "tool_calls"
                 if not running:
                     await run_in_threadpool(self.meter, call)
                     metered = True
@@ -385,6 +409,45 @@ class Serving:
             if not metered:  # the client left, or generation failed
                 generation.cancel()
                 loop.run_in_executor(None, self.meter, call)
+
+    async def _release(
+        self, call: Call, index: int, choice: _Choice, pieces: list[Piece], *, final: bool
+    ) -> AsyncIterator[Delta]:
+        """What of a choice's new pieces may go out: content once the filter passed it (with
+        the filter on, up to the last word boundary until ``final``: a partial word, "ass" of
+        "assistant", is no word yet), a call once its name and arguments passed."""
+        for piece in [*pieces, ""] if final else pieces:
+            if call.blocked(index):
+                return
+            if isinstance(piece, str):
+                choice.held += piece
+                if text := await self._screened(call, index, choice, whole=final):
+                    yield Delta(index, text)
+                continue
+            if text := await self._screened(call, index, choice, whole=True):
+                yield Delta(index, text)  # the content before the call goes first
+            if call.blocked(index) or not await self._passes(
+                call, index, choice.sent, _call_text(piece)
+            ):
+                return
+            choice.sent += _call_text(piece)
+            choice.calls += 1
+            yield Delta(index, tool_call=ToolCall(new_id("call_"), piece.name, piece.arguments))
+            if choice.reader is not None and choice.reader.done and call.generation:
+                call.generation.cancel(index)  # no more calls are read: stop generating
+
+    async def _screened(self, call: Call, index: int, choice: _Choice, *, whole: bool) -> str:
+        """The held content that may go out now ("" when none may, or the choice is blocked)."""
+        end = len(choice.held)
+        if call.content_filter is not None and not whole:
+            end = _last_boundary(choice.held)
+            if end <= call.content_filter.check_every_chars:
+                return ""
+        if not end or not await self._passes(call, index, choice.sent, choice.held[:end]):
+            return ""
+        release, choice.held = choice.held[:end], choice.held[end:]
+        choice.sent += release
+        return release
 
     async def _passes(self, call: Call, index: int, sent: str, new: str) -> bool:
         """Checks a choice's text so far with ``new`` added; a blocked choice is stopped."""
@@ -428,6 +491,10 @@ def normalise_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             param=checked.errors[0].field,
         )
     return checked.messages
+
+
+def _call_text(call: ParsedCall) -> str:
+    return "\n" + tool_use.screened_text(call.name, call.arguments) + "\n"
 
 
 def _last_boundary(text: str) -> int:

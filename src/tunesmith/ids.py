@@ -32,6 +32,7 @@ Prefix = Literal[
     "chatcmpl-",
     "cmpl-",
     "modr-",
+    "call_",
 ]
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from tunesmith.data.rules import ChatUnit, TextUnit
 from tunesmith.data.template_check import inserts_content_verbatim
 from tunesmith.data.token_spans import PieceEncoder, Rendered, trained_token_ranges
+from tunesmith.data.tool_calls import HERMES, CallSyntax, detect_syntax
 from tunesmith.data.tool_text import inline_tools
 
 # A placeholder that no real text contains; the padding whitespace exposes templates that trim.
@@ -93,6 +94,14 @@ class ChatFormat:
         self._skeletons: dict[tuple[str, ...], _Skeleton | None] = {}
         self._pieces = PieceEncoder.for_tokenizer(tokenizer.backend_tokenizer)
         self.renders_tool_calls, self.renders_tools = self._probe_tool_support()
+        self.call_syntax: CallSyntax | None = (
+            detect_syntax(
+                lambda messages, prompt: self._template(messages, None, prompt), self.end_of_turn
+            )
+            if self.renders_tool_calls
+            else HERMES
+        )
+        """How this model writes a tool call (as trained); None: in a form not read back."""
 
     @classmethod
     def from_dir(cls, path: Path, name: str | None = None) -> ChatFormat:

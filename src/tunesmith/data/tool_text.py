@@ -10,8 +10,8 @@ rendered, in the widely used Hermes style that these models met in instruction t
 - the ``tools`` (or legacy ``functions``) offered become a ``<tools>`` block in the system message,
   with one line saying how to call them.
 
-Serving renders prompts with the same function and parses ``<tool_call>`` blocks back into the
-OpenAI ``tool_calls`` shape, so training and inference agree on the format.
+Serving renders prompts with the same function, and :mod:`.tool_calls` reads ``<tool_call>``
+blocks back into the OpenAI ``tool_calls`` shape, so training and inference agree on the format.
 """
 
 from __future__ import annotations

@@ -52,10 +52,15 @@ class ModelAssets:
         return ids
 
     def chat_prompt(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        *,
+        answer_prefix: str = "",
     ) -> list[int]:
         """The prompt tokens for a conversation: the chat template's text, tool calls written
-        as training wrote them, encoded as training encodes (no extra special tokens)."""
+        as training wrote them, encoded as training encodes (no extra special tokens), with
+        ``answer_prefix`` (the opening of a forced tool call) as the answer's first text."""
         if self.chat is None:
             raise InvalidRequest(
                 "This model has no chat template; call POST /v1/completions with a prompt.",
@@ -70,7 +75,7 @@ class ModelAssets:
                 f"{where}the model's chat template cannot render this conversation: {exc.message}",
                 param="messages" if exc.message_index is None else f"messages[{exc.message_index}]",
             ) from None
-        return self.encode(text)
+        return self.encode(text + answer_prefix)
 
 
 def load_assets(

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tunesmith.api.body import LimitedBody, json_object
 from tunesmith.api.deps import ChatCaller, RuntimeDep
-from tunesmith.chat import Call, Delta, Serving
+from tunesmith.chat import Call, Delta, Serving, ToolCall
 from tunesmith.errors import (
     ServerError,
     ServiceUnavailable,
@@ -35,12 +35,16 @@ from tunesmith.protocol.chat import (
     ChatMessage,
     ChunkChoice,
     ChunkDelta,
+    ChunkFunction,
+    ChunkToolCall,
     Completion,
     CompletionChoice,
     CompletionRequest,
+    FunctionCall,
     PromptFilterResult,
     Usage,
 )
+from tunesmith.protocol.chat import ToolCall as WireToolCall
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["chat"])
@@ -93,12 +97,15 @@ async def _answer(
             headers={**call.headers, "cache-control": "no-cache"},
         )
     texts = [""] * len(call.params)
+    calls: list[list[ToolCall]] = [[] for _ in call.params]
     reasons: list[Any] = [None] * len(call.params)
     async for delta in serving.generate(call):
         texts[delta.index] += delta.text
+        if delta.tool_call is not None:
+            calls[delta.index].append(delta.tool_call)
         if delta.finish_reason is not None:
             reasons[delta.index] = delta.finish_reason
-    body = _whole(call, texts, reasons)
+    body = _whole(call, texts, calls, reasons)
     return JSONResponse(body.model_dump(mode="json"), headers=call.headers)
 
 
@@ -137,7 +144,22 @@ def _prompt_filter(call: Call) -> list[PromptFilterResult] | None:
     return [PromptFilterResult(content_filter_results=call.prompt_filter.to_azure())]
 
 
-def _whole(call: Call, texts: list[str], reasons: list[Any]) -> BaseModel:
+def _message(text: str, calls: list[ToolCall]) -> ChatMessage:
+    """An answer's message: its content (null when it is only calls) and its calls."""
+    if not calls:
+        return ChatMessage(content=text)
+    return ChatMessage(
+        content=text or None,
+        tool_calls=[
+            WireToolCall(id=c.id, function=FunctionCall(name=c.name, arguments=c.arguments))
+            for c in calls
+        ],
+    )
+
+
+def _whole(
+    call: Call, texts: list[str], calls: list[list[ToolCall]], reasons: list[Any]
+) -> BaseModel:
     if call.kind == "chat":
         return ChatCompletion(
             id=call.id,
@@ -146,7 +168,7 @@ def _whole(call: Call, texts: list[str], reasons: list[Any]) -> BaseModel:
             choices=[
                 ChatChoice(
                     index=i,
-                    message=ChatMessage(content=text),
+                    message=_message(text, calls[i]),
                     finish_reason=reasons[i],
                     content_filter_results=_filter_results(call, i),
                 )
@@ -187,8 +209,24 @@ async def _chat_events(
         ],
         prompt_filter_results=_prompt_filter(call),
     )
+    calls = [0] * len(call.params)
     async for delta in deltas:
-        if delta.finish_reason is None:
+        if delta.tool_call is not None:
+            # OpenAI's sequence: the call named with empty arguments, then its arguments
+            tool = delta.tool_call
+            opening = ChunkToolCall(
+                index=calls[delta.index],
+                id=tool.id,
+                type="function",
+                function=ChunkFunction(name=tool.name, arguments=""),
+            )
+            rest = ChunkToolCall(
+                index=calls[delta.index], function=ChunkFunction(arguments=tool.arguments)
+            )
+            calls[delta.index] += 1
+            for piece in (opening, rest):
+                yield chunk([ChunkChoice(index=delta.index, delta=ChunkDelta(tool_calls=[piece]))])
+        elif delta.finish_reason is None:
             yield chunk([ChunkChoice(index=delta.index, delta=ChunkDelta(content=delta.text))])
         else:
             done = ChunkChoice(
