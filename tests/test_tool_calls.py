@@ -6,7 +6,8 @@ stream holds back every piece of a call until it is whole. Then, live on the toy
 request checks (each a 400 naming the field), a conversation with a call and its result
 rendered in serving as in training, and a model fine-tuned on tool calls answering with
 ``tool_calls`` through the official client, whole, streamed and through the SDK's stream
-helper, for each ``tool_choice``, and continuing once the tool's result is sent back.
+helper, for each ``tool_choice``, and continuing once the tool's result is sent back; those
+answers, whole and streamed, validate against OpenAI's published schema.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 
 from tests.conftest import TOY_BASE, LiveServer, jobs_settings_for, register_toy_base, run_live
 from tests.helpers import jsonl, wait_for_job
+from tests.openai_schema import OpenAISchema, parse_sse
 from tests.test_chat_api import deploy, filter_off
 from tests.test_examples import unit_of
 from tests.toy_model import build_toy_model_dir
@@ -511,6 +513,23 @@ def test_a_trained_call_comes_back_as_tool_calls_whole_and_streamed(trained: Liv
     )
     assert "tool_calls.function.arguments.done" in events
     assert final.choices[0].finish_reason == "tool_calls"
+
+
+def test_tool_call_answers_validate_against_openais_schema(trained: LiveServer) -> None:
+    schema = OpenAISchema.load()
+    body = {"model": "weather", "messages": QUESTION, "tools": TOOLS, "temperature": 0}
+    with trained.http() as http:
+        whole = http.post("/v1/chat/completions", json={**body, "max_tokens": 100})
+        streamed = http.post(
+            "/v1/chat/completions", json={**body, "max_tokens": 100, "stream": True}
+        )
+    assert whole.json()["choices"][0]["message"]["tool_calls"]
+    schema.check("POST", "/v1/chat/completions", whole.json())
+    pieces = [
+        p for c in parse_sse(streamed.text) for p in c["choices"][0]["delta"].get("tool_calls", [])
+    ]
+    assert len(pieces) == 2
+    schema.check("POST", "/v1/chat/completions", streamed.text, stream=True)
 
 
 def test_the_tool_result_sent_back_gets_the_answer_as_content(trained: LiveServer) -> None:

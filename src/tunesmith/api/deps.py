@@ -1,8 +1,9 @@
-"""Dependencies: the runtime, database sessions, the caller, and role requirements.
+"""Dependencies: the runtime, database sessions, the caller, role requirements, page limits.
 
 Authentication runs in its own short transaction, so a long upload never holds the database.
 Every route but chat takes a role (``Reader`` … ``Admin``), which refuses deployment keys;
 the chat routes take ``ChatCaller``: a project key of any role, or a deployment key.
+Every list route takes its ``limit`` as ``PageLimit`` (``FilePageLimit`` for files).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
+from pydantic import AfterValidator
 from sqlalchemy.orm import Session, sessionmaker
 
 from tunesmith.auth import Principal, Role, authenticate
@@ -105,3 +107,22 @@ Admin = Annotated[Principal, Depends(require("admin"))]
 ChatCaller = Annotated[Principal, Depends(get_principal)]
 """A project key of any role, or a deployment key (``deployments.resolve_target`` then holds it
 to its own deployment)."""
+
+
+PAGE_SIZE = 100
+"""The most items a list page holds."""
+FILE_PAGE_SIZE = 10_000
+"""The most files a page of ``GET /v1/files`` holds (OpenAI's files list allows 10,000)."""
+
+
+def _at_most(most: int) -> Callable[[int], int]:
+    """The rule of every list's ``limit``: 1 or more (0 or less is a 400 naming ``limit``), and
+    above the page size served as a full page, never refused: OpenAI's schema sets no maximum
+    (the files list's 10,000 aside)."""
+    return lambda limit: min(limit, most)
+
+
+PageLimit = Annotated[int, Query(ge=1), AfterValidator(_at_most(PAGE_SIZE))]
+"""``limit`` of every list route but files: 1 or more, served up to ``PAGE_SIZE``."""
+FilePageLimit = Annotated[int, Query(ge=1), AfterValidator(_at_most(FILE_PAGE_SIZE))]
+"""``limit`` of ``GET /v1/files``: 1 or more, served up to ``FILE_PAGE_SIZE``."""

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tunesmith.protocol.common import OrAbsent
+
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
@@ -131,7 +133,7 @@ class ChatMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
-    tool_calls: list[ToolCall] | None = Field(default=None, exclude_if=lambda v: v is None)
+    tool_calls: OrAbsent[list[ToolCall]] = None
 
 
 class ChatChoice(BaseModel):
@@ -139,7 +141,7 @@ class ChatChoice(BaseModel):
     message: ChatMessage
     finish_reason: FinishReason
     logprobs: None = None
-    content_filter_results: dict[str, dict[str, Any]] | None = None
+    content_filter_results: OrAbsent[dict[str, dict[str, Any]]] = None
 
 
 class PromptFilterResult(BaseModel):
@@ -156,13 +158,13 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
-    system_fingerprint: str | None = None
-    prompt_filter_results: list[PromptFilterResult] | None = None
+    system_fingerprint: OrAbsent[str] = None
+    prompt_filter_results: OrAbsent[list[PromptFilterResult]] = None
 
 
 class ChunkFunction(BaseModel):
-    name: str | None = Field(default=None, exclude_if=lambda v: v is None)
-    arguments: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    name: OrAbsent[str] = None
+    arguments: OrAbsent[str] = None
 
 
 class ChunkToolCall(BaseModel):
@@ -170,23 +172,24 @@ class ChunkToolCall(BaseModel):
     ``function.arguments: ""``), the next carries its arguments."""
 
     index: int
-    id: str | None = Field(default=None, exclude_if=lambda v: v is None)
-    type: Literal["function"] | None = Field(default=None, exclude_if=lambda v: v is None)
+    id: OrAbsent[str] = None
+    type: OrAbsent[Literal["function"]] = None
     function: ChunkFunction
 
 
 class ChunkDelta(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    tool_calls: list[ChunkToolCall] | None = Field(default=None, exclude_if=lambda v: v is None)
+    role: OrAbsent[Literal["assistant"]] = None
+    content: OrAbsent[str] = None
+    tool_calls: OrAbsent[list[ChunkToolCall]] = None
 
 
 class ChunkChoice(BaseModel):
     index: int
     delta: ChunkDelta
     finish_reason: FinishReason | None = None
+    """Null on every chunk until the choice ends (OpenAI's schema requires the field)."""
     logprobs: None = None
-    content_filter_results: dict[str, dict[str, Any]] | None = None
+    content_filter_results: OrAbsent[dict[str, dict[str, Any]]] = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -195,9 +198,9 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChunkChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
-    prompt_filter_results: list[PromptFilterResult] | None = None
+    usage: OrAbsent[Usage] = None
+    system_fingerprint: OrAbsent[str] = None
+    prompt_filter_results: OrAbsent[list[PromptFilterResult]] = None
 
 
 class CompletionChoice(BaseModel):
@@ -205,7 +208,7 @@ class CompletionChoice(BaseModel):
     text: str
     finish_reason: FinishReason | None
     logprobs: None = None
-    content_filter_results: dict[str, dict[str, Any]] | None = None
+    content_filter_results: OrAbsent[dict[str, dict[str, Any]]] = None
 
 
 class Completion(BaseModel):
@@ -216,5 +219,5 @@ class Completion(BaseModel):
     created: int
     model: str
     choices: list[CompletionChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
+    usage: OrAbsent[Usage] = None
+    system_fingerprint: OrAbsent[str] = None

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from tunesmith.protocol.common import OrAbsent
+
 FilePurpose = Literal[
     "fine-tune", "fine-tune-results", "assistants", "batch", "vision", "user_data", "evals"
 ]
@@ -25,12 +27,13 @@ class FileObject(BaseModel):
     object: Literal["file"] = "file"
     bytes: int
     created_at: int
-    expires_at: int | None = None
+    expires_at: OrAbsent[int] = None
+    """Absent for a file that never expires."""
     filename: str
     purpose: str
     status: Literal["uploaded", "processed", "error"]
     """Deprecated by OpenAI but still sent: ``processed`` once validated, ``error`` if invalid."""
-    status_details: str | None = None
+    status_details: OrAbsent[str] = None
 
 
 class FileDeleted(BaseModel):

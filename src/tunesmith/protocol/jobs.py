@@ -10,6 +10,8 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field
 
+from tunesmith.protocol.common import OrAbsent
+
 JobStatus = Literal[
     "validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"
 ]
@@ -78,18 +80,21 @@ class JobEvent(BaseModel):
     created_at: int
     level: Literal["info", "warn", "error"]
     message: str
-    data: dict[str, Any] | None = None
+    data: OrAbsent[dict[str, Any]] = None
+    """A metrics event's numbers; absent from a message."""
     type: Literal["message", "metrics"] = "message"
 
 
 class CheckpointMetrics(BaseModel):
-    step: float | None = None
-    train_loss: float | None = None
-    train_mean_token_accuracy: float | None = None
-    valid_loss: float | None = None
-    valid_mean_token_accuracy: float | None = None
-    full_valid_loss: float | None = None
-    full_valid_mean_token_accuracy: float | None = None
+    """The metrics measured at the checkpoint's step; those not measured are absent."""
+
+    step: OrAbsent[float] = None
+    train_loss: OrAbsent[float] = None
+    train_mean_token_accuracy: OrAbsent[float] = None
+    valid_loss: OrAbsent[float] = None
+    valid_mean_token_accuracy: OrAbsent[float] = None
+    full_valid_loss: OrAbsent[float] = None
+    full_valid_mean_token_accuracy: OrAbsent[float] = None
 
 
 class JobCheckpoint(BaseModel):

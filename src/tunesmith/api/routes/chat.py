@@ -266,9 +266,11 @@ async def _completion_events(
 
 
 async def _sse(events: AsyncIterator[BaseModel]) -> AsyncIterator[bytes]:
+    """Each event as ``data: <json>``; nulls are kept (a chunk's ``finish_reason``), and the
+    fields that must be absent rather than null say so in their model (``OrAbsent``)."""
     try:
         async for event in events:
-            yield b"data: " + event.model_dump_json(exclude_none=True).encode() + b"\n\n"
+            yield b"data: " + event.model_dump_json().encode() + b"\n\n"
     except Exception as exc:  # once the headers are out, an error is an event of its own
         if not isinstance(exc, TunesmithError):
             log.exception("streamed generation failed", exc_info=exc)

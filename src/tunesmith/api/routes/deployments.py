@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query
+from fastapi import APIRouter, BackgroundTasks, Depends
 
 from tunesmith import deployments, endpoints
-from tunesmith.api.deps import Owner, Reader, Runtime, RuntimeDep, SessionDep, now
+from tunesmith.api.deps import Owner, PageLimit, Reader, Runtime, RuntimeDep, SessionDep, now
 from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.deployments import (
     CreateDeploymentRequest,
@@ -23,8 +23,6 @@ from tunesmith.ratelimits import RateLimits
 from tunesmith.store.tables import DeploymentRow
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
-
-Limit = Annotated[int, Query(ge=1, le=100)]
 
 
 def owned_deployment(deployment_name: str, principal: Reader, session: SessionDep) -> DeploymentRow:
@@ -81,7 +79,7 @@ def list_deployments(
     principal: Reader,
     session: SessionDep,
     runtime: RuntimeDep,
-    limit: Limit = 20,
+    limit: PageLimit = 20,
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> ListPage[Deployment]:
@@ -127,7 +125,7 @@ def list_deployment_events(
     deployment_name: str,
     principal: Reader,
     session: SessionDep,
-    limit: Limit = 20,
+    limit: PageLimit = 20,
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> ListPage[DeploymentEvent]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, BinaryIO, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from tunesmith import files
-from tunesmith.api.deps import Contributor, Reader, RuntimeDep, SessionDep, now
+from tunesmith.api.deps import Contributor, FilePageLimit, Reader, RuntimeDep, SessionDep, now
 from tunesmith.api.multipart import ReceivedForm, receive_form
 from tunesmith.errors import InvalidRequest
 from tunesmith.protocol.common import ListPage
@@ -95,7 +95,7 @@ def list_files(
     principal: Reader,
     session: SessionDep,
     purpose: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    limit: FilePageLimit = 10_000,
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> ListPage[FileObject]:

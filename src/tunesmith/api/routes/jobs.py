@@ -6,10 +6,10 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Body, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Body, Depends, Request
 from sqlalchemy.orm import Session
 
-from tunesmith.api.deps import Contributor, Reader, Runtime, RuntimeDep, SessionDep, now
+from tunesmith.api.deps import Contributor, PageLimit, Reader, Runtime, RuntimeDep, SessionDep, now
 from tunesmith.auth import Principal
 from tunesmith.errors import InvalidRequest
 from tunesmith.jobs import service
@@ -20,7 +20,6 @@ from tunesmith.store.tables import JobRow
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
-Limit = Annotated[int, Query(ge=1, le=100)]
 _METADATA_KEY = re.compile(r"^metadata\[(.+)\]$")
 
 
@@ -50,7 +49,7 @@ def list_jobs(
     request: Request,
     principal: Reader,
     session: SessionDep,
-    limit: Limit = 20,
+    limit: PageLimit = 20,
     after: str | None = None,
 ) -> ListPage[Job]:
     metadata = {}
@@ -125,7 +124,7 @@ def _change(
 
 @router.get("/{job_id}/events", response_model=ListPage[JobEvent])
 def list_events(
-    job: OwnedJob, session: SessionDep, limit: Limit = 20, after: str | None = None
+    job: OwnedJob, session: SessionDep, limit: PageLimit = 20, after: str | None = None
 ) -> ListPage[JobEvent]:
     rows, has_more = service.list_events(session, job, after=after, limit=limit)
     return ListPage.of(
@@ -135,7 +134,7 @@ def list_events(
 
 @router.get("/{job_id}/checkpoints", response_model=ListPage[JobCheckpoint])
 def list_checkpoints(
-    job: OwnedJob, session: SessionDep, limit: Limit = 10, after: str | None = None
+    job: OwnedJob, session: SessionDep, limit: PageLimit = 10, after: str | None = None
 ) -> ListPage[JobCheckpoint]:
     rows, has_more = service.list_checkpoints(session, job, after=after, limit=limit)
     return ListPage.of(

@@ -3,12 +3,10 @@ tells any project key who it is."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from tunesmith import projects
-from tunesmith.api.deps import Admin, Reader, SessionDep, now
+from tunesmith.api.deps import Admin, PageLimit, Reader, SessionDep, now
 from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.projects import (
     CreateApiKeyRequest,
@@ -22,8 +20,6 @@ from tunesmith.protocol.projects import (
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 identity = APIRouter(prefix="/v1/me", tags=["projects"])
 
-Limit = Annotated[int, Query(ge=1, le=100)]
-
 
 @router.post("", response_model=Project)
 def create_project(body: CreateProjectRequest, _admin: Admin, session: SessionDep) -> Project:
@@ -35,7 +31,7 @@ def create_project(body: CreateProjectRequest, _admin: Admin, session: SessionDe
 def list_projects(
     _admin: Admin,
     session: SessionDep,
-    limit: Limit = 20,
+    limit: PageLimit = 20,
     after: str | None = None,
     include_archived: bool = False,
 ) -> ListPage[Project]:
@@ -74,7 +70,7 @@ def list_api_keys(
     project_id: str,
     _admin: Admin,
     session: SessionDep,
-    limit: Limit = 20,
+    limit: PageLimit = 20,
     after: str | None = None,
 ) -> ListPage[ProjectApiKey]:
     rows, has_more = projects.list_keys(session, project_id, after=after, limit=limit)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 
 from tunesmith import webhooks
-from tunesmith.api.deps import Owner, Reader, SessionDep, now
+from tunesmith.api.deps import Owner, PageLimit, Reader, SessionDep, now
 from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.webhooks import (
     CreateWebhookEndpointRequest,
@@ -19,8 +19,6 @@ from tunesmith.protocol.webhooks import (
 from tunesmith.store.tables import WebhookRow
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"])
-
-Limit = Annotated[int, Query(ge=1, le=100)]
 
 
 def owned_webhook(webhook_endpoint_id: str, principal: Reader, session: SessionDep) -> WebhookRow:
@@ -51,7 +49,7 @@ def create_webhook_endpoint(
 def list_webhook_endpoints(
     principal: Reader,
     session: SessionDep,
-    limit: Limit = 20,
+    limit: PageLimit = 20,
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> ListPage[WebhookEndpoint]:
@@ -72,7 +70,7 @@ def retrieve_webhook_endpoint(row: OwnedWebhook) -> WebhookEndpoint:
 def list_webhook_deliveries(
     row: OwnedWebhook,
     session: SessionDep,
-    limit: Limit = 20,
+    limit: PageLimit = 20,
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> ListPage[WebhookDelivery]:
