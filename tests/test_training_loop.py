@@ -406,3 +406,25 @@ def test_the_loop_trains_the_tokens_the_report_estimates(
     assert result.trained_tokens == recorder.steps[-1].trained_tokens == 3 * billable
     epoch_ends = [m.trained_tokens for m in recorder.steps if m.step % config.steps_per_epoch == 0]
     assert epoch_ends == [billable, 2 * billable, 3 * billable]
+
+
+def test_a_checkpoint_from_before_the_count_changed_resumes_with_its_count(
+    toy_model_dir: Path, toy_format: ChatFormat, examples: list[TokenizedExample], tmp_path: Path
+) -> None:
+    """Checkpoints written before trained tokens counted whole examples held that count as
+    ``tokens`` (and the assistant tokens as ``trained_tokens``): a job paused across the upgrade
+    goes on from the right count."""
+    config = resolved(n_epochs=2, batch_size=4)
+    calls: list[int] = []
+    paused, before = run(
+        toy_model_dir, toy_format, examples, tmp_path, config, stop=stop_after(2, "pause", calls)
+    )
+    checkpoint = paused.final_checkpoint
+    assert checkpoint is not None
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+    state["tokens"] = state.pop("trained_tokens")
+    state["trained_tokens"] = sum(e.n_assistant for e in examples)  # the old meaning
+    torch.save(state, checkpoint / "trainer_state.pt")
+    resumed, _ = run(toy_model_dir, toy_format, examples, tmp_path, config, resume_from=checkpoint)
+    assert before.steps[-1].trained_tokens == paused.trained_tokens
+    assert resumed.trained_tokens == 2 * sum(len(e.input_ids) for e in examples)
