@@ -60,7 +60,7 @@ def test_smollm2_counts_match_its_own_template(smollm2: ChatFormat, tmp_path: Pa
     assert stats["tokens_per_example"]["min"] == min(expected)
     assert stats["tokens_per_example"]["max"] == max(expected)
     assert stats["billable_tokens"] == sum(expected)
-    # The trained tokens of one example: its answer plus the end-of-turn token.
+    # The assistant tokens of one example: its answer plus the end-of-turn token.
     example = chat_example(3)["messages"]
     answer = tokenizer.encode(example[-1]["content"] + "<|im_end|>", add_special_tokens=False)
     rendered = smollm2.render(example, [False, False, True])

@@ -189,7 +189,7 @@ def test_the_end_of_turn_token_is_inside_the_span(chat_format: ChatFormat) -> No
     assert result.text[start:end] == "Hello." + END
     assert result.text[end:] == "\n"  # the newline after the turn is not trained
     encoding = chat_format.encode_batch([result.text])[0]
-    (tokens,) = chat_format.trained_token_ranges(encoding, result.spans)
+    (tokens,) = chat_format.assistant_token_ranges(encoding, result.spans)
     assert encoding.tokens[tokens.stop - 1] == END
     assert chat_format.tokenizer.decode([encoding.ids[i] for i in tokens]) == "Hello." + END
 

@@ -2,7 +2,7 @@
 
 Every expectation is derived independently of :mod:`tunesmith.data.examples`: ``input_ids`` from
 the tokenizer's own ``apply_chat_template`` and ``encode``, trained text from the message contents
-written out by hand. Labels are read back by decoding each run of trained tokens.
+written out by hand. Labels are read back by decoding each run of assistant tokens.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def test_single_turn_trains_the_answer_and_its_end_of_turn_only(chat_format: Cha
     assert tokenizer.decode(list(example.input_ids[: run.start])).endswith(
         "<|im_start|>assistant\n"
     )
-    assert example.n_trained == len(run)
+    assert example.n_assistant == len(run)
 
 
 def test_the_default_system_prompt_is_context_not_answer(chat_format: ChatFormat) -> None:
@@ -178,9 +178,9 @@ def test_the_trained_token_count_matches_the_validation_report(chat_format: Chat
     ]
     units = [unit_of(chat_format, obj) for obj in objs]
     report = chat_format.token_counts([chat_format.render_unit(u) for u in units])
-    for unit, (total, trained) in zip(units, report, strict=True):
+    for unit, (total, assistant) in zip(units, report, strict=True):
         example = tokenize_unit(chat_format, unit, line=1, max_length=LIMIT)
-        assert (len(example.input_ids), example.n_trained) == (total, trained)
+        assert (len(example.input_ids), example.n_assistant) == (total, assistant)
 
 
 # -- prompt / completion -------------------------------------------------------------------------
@@ -364,7 +364,7 @@ def test_an_answer_beyond_the_limit_leaves_nothing_to_train(
 
     # The first answer token as the last position kept: it is still a target of the token before.
     kept = tokenize_unit(chat_format, unit, line=1, max_length=run.start + 1)
-    assert (kept.truncated, kept.n_trained) == (True, 1)
+    assert (kept.truncated, kept.n_assistant) == (True, 1)
 
     with pytest.raises(ExampleError) as caught:
         tokenize_unit(chat_format, unit, line=7, max_length=run.start)

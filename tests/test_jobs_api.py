@@ -64,7 +64,9 @@ def test_a_job_runs_from_upload_to_a_registered_model(jobs_live: LiveServer) -> 
     assert done.hyperparameters.batch_size == 2
     assert done.hyperparameters.learning_rate_multiplier == 1.0
     assert done.method.supervised.hyperparameters.n_epochs == 2
-    assert done.trained_tokens and done.trained_tokens > 0
+    # 2 epochs of the training file as its report counts it; the validation file is not trained
+    stats = jobs_live.http().get(f"/v1/files/{training}/validation").json()["statistics"]
+    assert done.trained_tokens == 2 * stats["billable_tokens"]
     assert done.finished_at is not None and done.estimated_finish is None
     assert done.fine_tuned_model == f"ft:{TOY_BASE}:default:arith:{job.id}"
 
@@ -165,14 +167,21 @@ def test_pause_checkpoints_and_resume_finishes(jobs_live: LiveServer) -> None:
     checkpoint_steps = [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)]
     assert step in checkpoint_steps  # a checkpoint written at the pause
 
+    assert paused.trained_tokens is None  # as OpenAI: null until the job has finished
+
     resumed = client.fine_tuning.jobs.resume(job.id)
     assert resumed.status == "queued"
     done = wait_for_job(client, job.id, {"succeeded"})
     assert done.step == 48
     events = all_events(client, job.id)
     assert any(f"Resuming from checkpoint ckpt-step-{step}" in e.message for e in events)
-    steps = [e.data["step"] for e in events if e.type == "metrics"]
-    assert steps == list(range(1, 49))  # no step reported twice
+    metrics = [e.data for e in events if e.type == "metrics"]
+    assert [m["step"] for m in metrics] == list(range(1, 49))  # no step reported twice
+    # the count goes on from the pause: 4 epochs of the file, each counted once
+    stats = jobs_live.http().get(f"/v1/files/{training}/validation").json()["statistics"]
+    billable = stats["billable_tokens"]
+    assert [m["trained_tokens"] for m in metrics][11::12] == [billable * k for k in (1, 2, 3, 4)]
+    assert done.trained_tokens == 4 * billable
 
 
 def test_continued_fine_tuning_trains_the_adapter_further(jobs_live: LiveServer) -> None:

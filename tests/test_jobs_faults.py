@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -87,11 +88,24 @@ def assert_resumed_and_complete(client: openai.OpenAI, job_id: str, checkpoint: 
     assert resumed, [e.message for e in events]
     resumed_step = int(resumed[0].split("ckpt-step-")[1].split(" ")[0])
     assert resumed_step >= checkpoint > 0  # not from step 0
-    steps = [e.data["step"] for e in events if e.type == "metrics"]
-    assert steps == list(range(1, 301))  # every step reported once
+    metrics = [e.data for e in events if e.type == "metrics"]
+    assert [m["step"] for m in metrics] == list(range(1, 301))  # every step reported once
+    # the steps trained again after the crash are counted once: 25 epochs of the file
+    billable = billable_tokens(client, done.training_file)
+    assert [m["trained_tokens"] for m in metrics][11::12] == [billable * k for k in range(1, 26)]
+    assert done.trained_tokens == 25 * billable
     rows = list(csv.DictReader(io.StringIO(client.files.content(done.result_files[0]).text)))
     assert [int(r["step"]) for r in rows] == list(range(1, 301))
     assert done.fine_tuned_model in [m.id for m in client.models.list().data]
+
+
+def billable_tokens(client: openai.OpenAI, file_id: str) -> int:
+    """One epoch's trained tokens: the file's tokens as its validation report counts them."""
+    response = httpx.get(
+        f"{client.base_url}files/{file_id}/validation",
+        headers={"Authorization": f"Bearer {client.api_key}"},
+    )
+    return int(response.json()["statistics"]["billable_tokens"])
 
 
 def test_a_killed_job_process_resumes_from_its_checkpoint(jobs_live: LiveServer) -> None:
@@ -129,8 +143,12 @@ def test_a_job_whose_process_keeps_dying_fails_after_its_restarts(
         failed = wait_for_job(client, job_id, {"failed"})
         assert failed.error.code == "job_process_died"
         assert "was killed (SIGKILL) 2 time(s)" in failed.error.message
-        events = [e.message for e in all_events(client, job_id)]
-        assert sum("the job goes back to the queue" in m for m in events) == 1
+        events = all_events(client, job_id)
+        assert sum("the job goes back to the queue" in e.message for e in events) == 1
+        # it keeps what it trained before it died: the count of its last reported step
+        last = [e.data for e in events if e.type == "metrics"][-1]
+        assert failed.trained_tokens == last["trained_tokens"] > 0
+        assert last["step"] == failed.model_extra["step"]
 
 
 @pytest.fixture

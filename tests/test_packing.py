@@ -2,9 +2,9 @@
 
 The layout of every packed row is read back from its position ids alone (each example restarts at
 0) and checked against the examples it came from: every example exactly once, targets shifted
-within the example and never across a boundary, the trained mask the shifted labels, padding inert.
-A tiny Llama then shows that a packed example's logits are those it has alone, and that they would
-not be if positions ran on across the row.
+within the example and never across a boundary, the assistant mask the shifted labels, padding
+inert. A tiny Llama then shows that a packed example's logits are those it has alone, and that
+they would not be if positions ran on across the row.
 """
 
 from __future__ import annotations
@@ -97,22 +97,22 @@ def check_batches(
     row_sizes: list[int] = []
     for batch in batches:
         rows, length = batch.input_ids.shape
-        for tensor in (batch.position_ids, batch.targets, batch.trained):
+        for tensor in (batch.position_ids, batch.targets, batch.assistant):
             assert tensor.shape == (rows, length)
         assert batch.input_ids.dtype == torch.long
-        assert batch.trained.dtype == torch.bool
+        assert batch.assistant.dtype == torch.bool
         segments = layout(batch, examples)
         members = [s.example for s in segments if s.example is not None]
         seen += members
-        n_trained = 0
+        n_assistant = 0
         for s in segments:
             row = slice(s.start, s.start + s.length)
             targets = batch.targets[s.row, row].tolist()
-            trained = batch.trained[s.row, row].tolist()
+            assistant = batch.assistant[s.row, row].tolist()
             weights = None if batch.weights is None else batch.weights[s.row, row].tolist()
             if s.example is None:
                 assert targets == [IGNORE] * s.length
-                assert trained == [False] * s.length
+                assert assistant == [False] * s.length
                 assert weights in (None, [0.0] * s.length)
                 continue
             example = examples[s.example]
@@ -120,14 +120,14 @@ def check_batches(
             shifted = [label != IGNORE for label in labels[1:]]
             # Each position predicts the next token of its own example; the last predicts none.
             assert targets == [*ids[1:], IGNORE]
-            assert trained == [*shifted, False]
-            n_trained += sum(shifted)
+            assert assistant == [*shifted, False]
+            n_assistant += sum(shifted)
             if weights is not None:
                 expected = [1.0 if t else prompt_loss_weight for t in shifted]
                 assert weights == pytest.approx([*expected, 0.0])
         assert batch.n_examples == len(members)
         assert batch.n_tokens == sum(len(examples[k].input_ids) for k in members)
-        assert batch.n_trained == n_trained == int(batch.trained.sum())
+        assert batch.n_assistant == n_assistant == int(batch.assistant.sum())
         sizes = [
             sum(s.length for s in segments if s.row == r and s.example is not None)
             for r in range(rows)
@@ -138,7 +138,7 @@ def check_batches(
         row_sizes += sizes
         if batch.weights is None:
             assert prompt_loss_weight == 0.0
-            assert batch.loss_weight_total == float(batch.n_trained)
+            assert batch.loss_weight_total == float(batch.n_assistant)
         else:
             assert batch.loss_weight_total == pytest.approx(float(batch.weights.sum()))
     assert sorted(seen) == list(range(len(examples)))  # every example exactly once
@@ -197,12 +197,12 @@ def test_pack_by_hand() -> None:
         [11, 12, 13, IGNORE, 31, IGNORE],
         [21, 22, IGNORE, IGNORE, IGNORE, IGNORE],
     ]
-    assert batch.trained.tolist() == [
+    assert batch.assistant.tolist() == [
         [False, True, True, False, True, False],
         [True, True, False, False, False, False],
     ]
     assert batch.weights is None
-    assert (batch.n_examples, batch.n_tokens, batch.n_trained) == (3, 9, 5)
+    assert (batch.n_examples, batch.n_tokens, batch.n_assistant) == (3, 9, 5)
     assert batch.loss_weight_total == 5.0
 
 
@@ -213,7 +213,7 @@ def test_pack_lays_out_random_examples_exactly(row_length: int, budget: int) -> 
         examples = random_examples(rng, rng.randint(1, 30), max_len=row_length)
         batches = pack(examples, row_length=row_length, tokens_per_micro_batch=budget, pad_id=PAD)
         check_batches(batches, examples, row_length=row_length, budget=budget)
-        assert sum(b.n_trained for b in batches) == sum(
+        assert sum(b.n_assistant for b in batches) == sum(
             sum(label != IGNORE for label in e.labels[1:]) for e in examples
         )
         assert sum(b.n_tokens for b in batches) == sum(len(e.input_ids) for e in examples)
@@ -246,9 +246,9 @@ def test_prompt_loss_weight_weighs_the_other_targets(prompt_loss_weight: float) 
     for batch in batches:
         assert batch.weights is not None
         real = batch.targets != IGNORE
-        n_other = int((real & ~batch.trained).sum())
+        n_other = int((real & ~batch.assistant).sum())
         assert batch.loss_weight_total == pytest.approx(
-            batch.n_trained + prompt_loss_weight * n_other
+            batch.n_assistant + prompt_loss_weight * n_other
         )
 
 

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.examples import IGNORE, TokenizedExample, load_examples
+from tunesmith.data.validate import validate_file
 from tunesmith.training.checkpoint import MANIFEST, read_manifest
 from tunesmith.training.config import ResolvedConfig, TrainConfig
 from tunesmith.training.export import export_merged, load_checkpoint_model
@@ -125,9 +126,9 @@ def test_lora_run_learns_and_reports_every_step(
     assert recorder.steps[-1].train_loss < recorder.steps[0].train_loss - 0.3
     assert recorder.steps[-1].eta_seconds == 0
     assert all(m.tokens_per_second > 0 for m in recorder.steps)
-    trained = sum(sum(1 for x in e.labels[1:] if x != IGNORE) for e in examples)
-    assert recorder.steps[-1].trained_tokens == 5 * trained
-    assert recorder.steps[-1].tokens == 5 * sum(len(e.input_ids) for e in examples)
+    # trained tokens: every token of each trained example, once per epoch
+    assert recorder.steps[-1].trained_tokens == 5 * sum(len(e.input_ids) for e in examples)
+    assert result.trained_tokens == recorder.steps[-1].trained_tokens
     # warmup (1 step) then cosine decay to zero
     rates = [m.learning_rate for m in recorder.steps]
     assert rates[0] == pytest.approx(5e-3) and rates == sorted(rates, reverse=True)
@@ -141,7 +142,7 @@ def test_lora_run_learns_and_reports_every_step(
     assert float(rows[-1][1]) == pytest.approx(recorder.steps[-1].train_loss, rel=1e-5)
 
 
-def test_the_first_step_loss_is_the_mean_over_trained_tokens(
+def test_the_first_step_loss_is_the_mean_over_assistant_tokens(
     toy_model_dir: Path, toy_format: ChatFormat, examples: list[TokenizedExample], tmp_path: Path
 ) -> None:
     """Packing, masking and the selective vocabulary projection give exactly the loss of running
@@ -165,7 +166,7 @@ def test_the_first_step_loss_is_the_mean_over_trained_tokens(
 def test_micro_batching_does_not_change_the_step(
     toy_model_dir: Path, toy_format: ChatFormat, examples: list[TokenizedExample], tmp_path: Path
 ) -> None:
-    """The loss is normalised by the trained tokens of the whole step, so splitting a step into
+    """The loss is normalised by the assistant tokens of the whole step, so splitting a step into
     many micro-batches (gradient accumulation) gives the same training."""
     small = resolved(tokens_per_micro_batch=64)
     assert len(_pack(examples[:4], small, pad_id=0)) == 4  # one example per forward pass
@@ -217,6 +218,10 @@ def test_resume_continues_exactly(
     assert losses(before) + losses(after) == losses(straight)
     with (out / RESULTS).open() as f, (tmp_path / "straight" / RESULTS).open() as g:
         assert f.read() == g.read()
+    # the running count goes on from the checkpoint's: nothing counted twice, nothing lost
+    counts = [m.trained_tokens for m in before.steps + after.steps]
+    assert counts == [m.trained_tokens for m in straight.steps]
+    assert resumed.trained_tokens == 4 * sum(len(e.input_ids) for e in examples)
 
 
 def test_resuming_from_an_older_checkpoint_rewrites_the_later_ones(
@@ -269,6 +274,7 @@ def test_cancel_stops_at_once_without_a_checkpoint(
     )
     assert result.status == "cancelled" and result.steps == 2
     assert len(recorder.steps) == 2 and result.checkpoints == []
+    assert result.trained_tokens == recorder.steps[-1].trained_tokens > 0  # what it trained
 
 
 def test_only_the_last_three_epochs_are_kept(
@@ -366,3 +372,59 @@ def test_truncated_examples_are_reported_and_overlong_ones_refused(
     assert "(lines 1, 2)" in recorder.messages[0]
     with pytest.raises(ValueError, match="over max_seq_length 32"):
         run(toy_model_dir, toy_format, examples, tmp_path / "b", resolved(max_seq_length=32))
+
+
+def test_the_loop_trains_the_tokens_the_report_estimates(
+    toy_model_dir: Path, toy_format: ChatFormat, tmp_path: Path
+) -> None:
+    """Trained tokens are one count: every token of each trained example (system, prompt,
+    answer and template tokens alike), cut where the example is cut, once per epoch. The file's
+    validation report estimates it; the loop's running count reaches exactly that, epoch by
+    epoch. The validation examples are not counted."""
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": "You answer arithmetic briefly."},
+                {"role": "user", "content": f"What is {i} plus {i}?"},
+                {"role": "assistant", "content": f"It is {2 * i}!" * (60 if i == 3 else 1)},
+            ]
+        }
+        for i in range(11)
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    stats = validate_file(path, toy_format).statistics
+    assert stats is not None and stats["examples_over_context_length"] == 1
+    billable = stats["billable_tokens"]
+    assert stats["estimated_trained_tokens"] == stats["auto_n_epochs"] * billable
+    examples = load_examples(path, toy_format, max_length=256)
+    assert [e.line for e in examples if e.truncated] == [4]
+
+    config = resolved(n_examples=len(examples), n_epochs=3, batch_size=4)
+    result, recorder = run(toy_model_dir, toy_format, examples, tmp_path / "run", config)
+    assert result.status == "succeeded"
+    assert result.trained_tokens == recorder.steps[-1].trained_tokens == 3 * billable
+    epoch_ends = [m.trained_tokens for m in recorder.steps if m.step % config.steps_per_epoch == 0]
+    assert epoch_ends == [billable, 2 * billable, 3 * billable]
+
+
+def test_a_checkpoint_from_before_the_count_changed_resumes_with_its_count(
+    toy_model_dir: Path, toy_format: ChatFormat, examples: list[TokenizedExample], tmp_path: Path
+) -> None:
+    """Checkpoints written before trained tokens counted whole examples held that count as
+    ``tokens`` (and the assistant tokens as ``trained_tokens``): a job paused across the upgrade
+    goes on from the right count."""
+    config = resolved(n_epochs=2, batch_size=4)
+    calls: list[int] = []
+    paused, before = run(
+        toy_model_dir, toy_format, examples, tmp_path, config, stop=stop_after(2, "pause", calls)
+    )
+    checkpoint = paused.final_checkpoint
+    assert checkpoint is not None
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+    state["tokens"] = state.pop("trained_tokens")
+    state["trained_tokens"] = sum(e.n_assistant for e in examples)  # the old meaning
+    torch.save(state, checkpoint / "trainer_state.pt")
+    resumed, _ = run(toy_model_dir, toy_format, examples, tmp_path, config, resume_from=checkpoint)
+    assert before.steps[-1].trained_tokens == paused.trained_tokens
+    assert resumed.trained_tokens == 2 * sum(len(e.input_ids) for e in examples)

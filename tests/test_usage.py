@@ -1,9 +1,13 @@
 """Usage metering: served requests summed by ``GET /v1/usage``, time windows, grouping by
-deployment, hosting hours of deleted and live deployments, trained tokens of finished jobs, and
-the cost arithmetic of a custom price table. Times are passed to the services, never slept."""
+deployment, hosting hours of deleted and live deployments, trained tokens of finished jobs
+(succeeded ones by the validation report's estimate, cancelled and failed ones by what they
+trained before they stopped), and the cost arithmetic of a custom price table. Times are passed
+to the services, never slept."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +24,15 @@ from tests.conftest import (
     register_toy_base,
     run_live,
 )
-from tests.helpers import training_file, wait_for_job
-from tests.test_jobs_api import create, project_key, upload
+from tests.helpers import all_events, training_file, wait_for_job
+from tests.test_jobs_api import (
+    create,
+    project_key,
+    upload,
+    wait_for_message,
+    wait_for_metrics,
+)
+from tests.test_jobs_faults import job_row
 from tunesmith import deployments, usage
 from tunesmith.api.app import create_app
 from tunesmith.auth import authenticate
@@ -41,9 +52,11 @@ PRICES = Prices(
 DEFAULTS = RateLimits(requests_per_minute=100, tokens_per_minute=10_000, max_concurrent_requests=4)
 
 
-def priced_server(tmp_path: Path, toy_model_dir: Path, *, worker: bool) -> Iterator[LiveServer]:
+def priced_server(
+    tmp_path: Path, toy_model_dir: Path, *, worker: bool, **overrides: object
+) -> Iterator[LiveServer]:
     settings = jobs_settings_for(
-        tmp_path / "home", toy_model_dir, prices=PRICES, embedded_worker=worker
+        tmp_path / "home", toy_model_dir, prices=PRICES, embedded_worker=worker, **overrides
     )
     app = create_app(settings)
     register_toy_base(app, toy_model_dir)
@@ -268,10 +281,25 @@ def test_negative_token_counts_are_a_programming_error(
         serve(live, "alpha", -1, 0, t + 30, "chat")
 
 
+def billable_tokens(live: LiveServer, file_id: str) -> int:
+    """The file's tokens as its validation report counts them: one epoch's trained tokens."""
+    stats = live.http().get(f"/v1/files/{file_id}/validation").json()["statistics"]
+    return int(stats["billable_tokens"])
+
+
+def trained_by_step(client: Any, job_id: str) -> dict[int, int]:
+    """The job's running count of trained tokens, from its metrics events."""
+    events = all_events(client, job_id)
+    return {e.data["step"]: e.data["trained_tokens"] for e in events if e.type == "metrics"}
+
+
 def test_trained_tokens_of_finished_jobs_are_counted_and_priced(priced_jobs: LiveServer) -> None:
     client = priced_jobs.client()
-    job = wait_for_job(client, create(client, upload(client, training_file(12))).id, {"succeeded"})
-    assert job.trained_tokens and job.finished_at
+    training = upload(client, training_file(12))
+    job = wait_for_job(client, create(client, training).id, {"succeeded"})
+    assert job.finished_at
+    # two epochs (FAST): exactly the validation report's estimate for two epochs
+    assert job.trained_tokens == 2 * billable_tokens(priced_jobs, training)
     body = report(priced_jobs.http())
     (trained,) = body["fine_tuning"]
     assert trained == {
@@ -289,3 +317,53 @@ def test_trained_tokens_of_finished_jobs_are_counted_and_priced(priced_jobs: Liv
     assert report(priced_jobs.http(), end_time=job.finished_at)["fine_tuning"] == []
     window = report(priced_jobs.http(), start_time=job.finished_at, end_time=job.finished_at + 1)
     assert [j["fine_tuning_job"] for j in window["fine_tuning"]] == [job.id]
+
+
+def assert_metered(live: LiveServer, job: Any) -> None:
+    """The job is the report's one fine-tuning row, by what it trained, priced."""
+    body = report(live.http())
+    (row,) = body["fine_tuning"]
+    assert row["fine_tuning_job"] == job.id and row["status"] == job.status
+    assert row["finished_at"] == job.finished_at
+    assert row["trained_tokens"] == job.trained_tokens
+    assert row["cost"] == pytest.approx(job.trained_tokens * 5.0 / 1e6)
+    assert body["totals"]["trained_tokens"] == job.trained_tokens
+    assert body["totals"]["cost"]["training"] == pytest.approx(job.trained_tokens * 5.0 / 1e6)
+
+
+def test_a_cancelled_job_counts_what_it_trained_before_it_stopped(
+    priced_jobs: LiveServer,
+) -> None:
+    client = priced_jobs.client()
+    training = upload(client, training_file(12))
+    billable = billable_tokens(priced_jobs, training)
+    job = create(client, training, hyperparameters={"n_epochs": 50, "batch_size": 1})
+    wait_for_metrics(client, job.id, 14)  # into the second epoch
+    client.fine_tuning.jobs.cancel(job.id)
+    wait_for_message(client, job.id, "Training stopped at step")
+    cancelled = client.fine_tuning.jobs.retrieve(job.id)
+    assert cancelled.status == "cancelled"
+    counts = trained_by_step(client, job.id)
+    assert counts[12] == billable  # one epoch: the file's tokens
+    assert cancelled.trained_tokens == counts[cancelled.model_extra["step"]] > billable
+    assert_metered(priced_jobs, cancelled)
+
+
+def test_a_failed_job_counts_what_it_trained_before_it_died(
+    tmp_path: Path, toy_model_dir: Path
+) -> None:
+    for live in priced_server(tmp_path, toy_model_dir, worker=True, job_max_restarts=0):
+        client = live.client()
+        training = upload(client, training_file(12))
+        billable = billable_tokens(live, training)
+        job = create(client, training, hyperparameters={"n_epochs": 50, "batch_size": 1})
+        wait_for_metrics(client, job.id, 14)
+        pid = job_row(live.settings, job.id).process_id
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # mid-step: what it trained is what it reported
+        failed = wait_for_job(client, job.id, {"failed"})
+        assert failed.error.code == "job_process_died"
+        counts = trained_by_step(client, job.id)
+        assert counts[12] == billable
+        assert failed.trained_tokens == counts[failed.model_extra["step"]] > billable
+        assert_metered(live, failed)

@@ -299,7 +299,7 @@ def _chat_tokens(chat_format: ChatFormat, messages: list[dict[str, Any]]) -> int
 
 
 def _assistant_tokens(chat_format: ChatFormat, messages: list[dict[str, Any]]) -> int:
-    """Trained tokens: each weighted assistant answer and its end-of-turn token, encoded alone."""
+    """Assistant tokens: each weighted assistant answer and its end-of-turn token, encoded alone."""
     tokenizer = chat_format.tokenizer
     return sum(
         len(tokenizer(m["content"] + "<|im_end|>", add_special_tokens=False)["input_ids"])

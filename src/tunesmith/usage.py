@@ -5,9 +5,12 @@ served request (one ``usage`` row: its tokens), and deleting a deployment — by
 the idle sweep — calls :func:`record_hosting` (one row: the deployment's whole life, ending
 then). :func:`usage_report` sums a project's rows over a time window ``[start, end)``: requests
 and tokens by the time they were served, hosting time by how much of each hosting period (or a
-live deployment's life so far) falls inside the window, and the tokens trained by each
-fine-tuning job that finished inside it. Costs are estimated from the server's price table
-(``Settings.prices``), which the report echoes so a reader can check the arithmetic.
+live deployment's life so far) falls inside the window, and the trained tokens of each
+fine-tuning job that finished inside it — succeeded, cancelled or failed, each once, by what it
+trained before it stopped (``JobRow.trained_tokens``, kept up to date step by step by the job
+process; see :mod:`tunesmith.data.token_spans` for what a trained token is). Costs are estimated
+from the server's price table (``Settings.prices``), which the report echoes so a reader can check
+the arithmetic.
 """
 
 from __future__ import annotations
@@ -230,8 +233,8 @@ def _hosted(
 def _trained(
     session: Session, project_id: str, start: int, end: int, prices: Prices
 ) -> list[TrainingUsage]:
-    """Jobs that finished inside the window having trained tokens (a cancelled or failed job
-    counts what it trained before it stopped)."""
+    """Jobs that finished inside the window having trained tokens: succeeded, cancelled or
+    failed, a stopped job by what it trained before it stopped."""
     rows = session.scalars(
         select(JobRow)
         .where(

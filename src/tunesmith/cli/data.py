@@ -149,7 +149,7 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"tokenizer        {report.get('tokenizer')} (context length {context})")
         print(f"messages/example {_dist(stats.get('messages_per_example'))}")
         print(f"tokens/example   {_dist(stats.get('tokens_per_example'))}")
-        print(f"trained/example  {_dist(stats.get('assistant_tokens_per_example'))}")
+        print(f"assistant tokens {_dist(stats.get('assistant_tokens_per_example'))}")
         print(f"over context     {stats.get('examples_over_context_length')}")
         print(f"billable tokens  {stats.get('billable_tokens')}")
         print(f"auto epochs      {stats.get('auto_n_epochs')}")

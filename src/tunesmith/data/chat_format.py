@@ -16,8 +16,9 @@ printing it (``.get('content')``, ``.items()``, ``|tojson``, a macro), is detect
 roles and non-empty texts (names, tool calls, tools). Both paths give identical results; the tests
 hold them to it.
 
-:meth:`ChatFormat.count_tokens` maps spans onto tokens: a token is trained when its first
-character lies inside a span. The validation report and the training loop use these same spans.
+:meth:`ChatFormat.count_tokens` maps spans onto tokens: a token is an assistant token (it
+carries the loss) when its first character lies inside a span. The validation report and the
+training loop use these same spans.
 
 :meth:`ChatFormat.token_counts` gives the same counts for a batch without encoding text twice
 (:mod:`.token_spans`).
@@ -33,7 +34,7 @@ from typing import Any
 
 from tunesmith.data.rules import ChatUnit, TextUnit
 from tunesmith.data.template_check import inserts_content_verbatim
-from tunesmith.data.token_spans import PieceEncoder, Rendered, trained_token_ranges
+from tunesmith.data.token_spans import PieceEncoder, Rendered, assistant_token_ranges
 from tunesmith.data.tool_calls import HERMES, CallSyntax, detect_syntax
 from tunesmith.data.tool_text import inline_tools
 
@@ -332,14 +333,14 @@ class ChatFormat:
         return list(self.tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False))
 
     @staticmethod
-    def trained_token_ranges(encoding: Any, spans: Sequence[tuple[int, int]]) -> list[range]:
+    def assistant_token_ranges(encoding: Any, spans: Sequence[tuple[int, int]]) -> list[range]:
         """The token indices whose first character falls inside each span."""
-        return trained_token_ranges(encoding, spans)
+        return assistant_token_ranges(encoding, spans)
 
     def count_tokens(self, encoding: Any, rendered: Rendered) -> tuple[int, int]:
-        """``(all tokens, trained tokens)`` of one encoded example."""
-        trained = sum(len(r) for r in self.trained_token_ranges(encoding, rendered.spans))
-        return len(encoding), trained
+        """``(all tokens, assistant tokens)`` of one encoded example."""
+        assistant = sum(len(r) for r in self.assistant_token_ranges(encoding, rendered.spans))
+        return len(encoding), assistant
 
     def token_counts(self, batch: Sequence[Rendered]) -> list[tuple[int, int]]:
         """:meth:`count_tokens` of each example, encoding repeated pieces of text only once."""

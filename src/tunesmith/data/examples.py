@@ -1,14 +1,17 @@
 """From a validated training file to token ids and labels.
 
 :func:`tokenize_unit` is the one function that turns a conversation into what the model is trained
-on: ``input_ids`` from the model's own chat template, and ``labels`` that copy the ids on trained
-tokens (assistant turns, their end-of-turn token included) and hold ``IGNORE`` everywhere else.
-The trained tokens come from :meth:`ChatFormat.render` spans, the same spans the validation report
-counts, so the report's trained-token figures and the training loss agree token for token.
+on: ``input_ids`` from the model's own chat template, and ``labels`` that copy the ids on the
+assistant tokens (trained assistant turns, their end-of-turn token included) and hold ``IGNORE``
+everywhere else. The assistant tokens come from :meth:`ChatFormat.render` spans, the same spans
+the validation report counts, so the report's assistant-token figures and the training loss agree
+token for token.
 
 An example longer than the sequence limit is cut from the end (the validation report warns about
-it); an example left with nothing to train, whether by ``weight: 0`` on every answer or by the cut,
-is refused with its line number: it would only dilute the loss.
+it), at :func:`~tunesmith.data.token_spans.example_trained_tokens` tokens: what is kept is what
+the example adds to a job's trained tokens each epoch, as the report's estimate counts it. An
+example left with nothing to train, whether by ``weight: 0`` on every answer or by the cut, is
+refused with its line number: it would only dilute the loss.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from tunesmith.data.chat_format import ChatFormat, TemplateError
 from tunesmith.data.jsonl import JsonlFormatError, iter_lines, parse_line
 from tunesmith.data.rules import ChatUnit, TextUnit, check_example, reserved_pattern
+from tunesmith.data.token_spans import example_trained_tokens
 
 IGNORE = -100
 """The label of a token that carries no loss (PyTorch's ``cross_entropy`` ``ignore_index``)."""
@@ -40,19 +44,21 @@ class TokenizedExample:
     line: int
     input_ids: tuple[int, ...]
     labels: tuple[int, ...]
-    """``input_ids[i]`` where token ``i`` is trained, else :data:`IGNORE`; not shifted."""
+    """``input_ids[i]`` where token ``i`` is an assistant token, else :data:`IGNORE`; not
+    shifted."""
     truncated: bool = False
 
     @property
-    def n_trained(self) -> int:
-        """Tokens that carry loss; the first token has no predecessor to predict it from."""
+    def n_assistant(self) -> int:
+        """Assistant tokens, which carry the loss; the first token has no predecessor to predict
+        it from."""
         return sum(1 for label in self.labels[1:] if label != IGNORE)
 
 
 def tokenize_unit(
     chat_format: ChatFormat, unit: ChatUnit | TextUnit, *, line: int, max_length: int
 ) -> TokenizedExample:
-    """Renders one example and marks its trained tokens; cut to ``max_length`` tokens."""
+    """Renders one example and marks its assistant tokens; cut to ``max_length`` tokens."""
     try:
         rendered = chat_format.render_unit(unit)
     except TemplateError as exc:
@@ -60,8 +66,8 @@ def tokenize_unit(
     (encoding,) = chat_format.encode_batch([rendered.text])
     ids = list(encoding.ids)
     labels = [IGNORE] * len(ids)
-    for trained in ChatFormat.trained_token_ranges(encoding, rendered.spans):
-        for i in trained:
+    for answer in ChatFormat.assistant_token_ranges(encoding, rendered.spans):
+        for i in answer:
             labels[i] = ids[i]
     if not any(label != IGNORE for label in labels[1:]):
         raise ExampleError(
@@ -70,14 +76,15 @@ def tokenize_unit(
             "the example has no assistant tokens to train on (every assistant message has "
             "weight 0, or there is none); give at least one assistant message weight 1.",
         )
-    truncated = len(ids) > max_length
+    kept = example_trained_tokens(len(ids), max_length)
+    truncated = kept < len(ids)
     if truncated:
-        ids, labels = ids[:max_length], labels[:max_length]
+        ids, labels = ids[:kept], labels[:kept]
         if not any(label != IGNORE for label in labels[1:]):
             raise ExampleError(
                 line,
                 "nothing_to_train_after_truncation",
-                f"the example is {len(encoding.ids)} tokens long and its first trained token "
+                f"the example is {len(encoding.ids)} tokens long and its first assistant token "
                 f"comes after the sequence limit of {max_length}; shorten the conversation "
                 "before the answer, or raise max_seq_length.",
             )

@@ -9,8 +9,9 @@ that naive concatenation causes). Rows are grouped into micro-batches of at most
 ``tokens_per_micro_batch`` tokens (padded rows included), padded only to the longest row.
 
 Targets are shifted here, once: ``targets[r, p]`` is the token position ``p`` predicts, and
-``trained[r, p]`` says whether that token belongs to a trained (assistant) turn. An example's last
-position predicts nothing (:data:`IGNORE`), so a row boundary never becomes a target either.
+``assistant[r, p]`` says whether that token is an assistant token (of a trained assistant turn).
+An example's last position predicts nothing (:data:`IGNORE`), so a row boundary never becomes a
+target either.
 """
 
 from __future__ import annotations
@@ -28,19 +29,19 @@ class MicroBatch:
     input_ids: torch.Tensor  # [rows, length], int64
     position_ids: torch.Tensor  # [rows, length], restarting at 0 for each example
     targets: torch.Tensor  # [rows, length], the next token, or IGNORE past an example's end
-    trained: torch.Tensor  # [rows, length], bool: the target is an assistant token
+    assistant: torch.Tensor  # [rows, length], bool: the target is an assistant token
     weights: torch.Tensor | None
     """Loss weight per position when prompt tokens carry loss too (``prompt_loss_weight``);
-    None when the loss is on trained targets only, each weighing 1."""
+    None when the loss is on assistant targets only, each weighing 1."""
     n_examples: int
     n_tokens: int  # real tokens, padding excluded
-    n_trained: int  # targets inside assistant turns
+    n_assistant: int  # targets inside assistant turns
 
     @property
     def loss_weight_total(self) -> float:
         """What the summed loss of this micro-batch is divided by, before accumulation."""
         if self.weights is None:
-            return float(self.n_trained)
+            return float(self.n_assistant)
         return float(self.weights.sum())
 
 
@@ -108,9 +109,9 @@ def _collate(
     input_ids = torch.full(shape, pad_id, dtype=torch.long)
     position_ids = torch.zeros(shape, dtype=torch.long)
     targets = torch.full(shape, IGNORE, dtype=torch.long)
-    trained_mask = torch.zeros(shape, dtype=torch.bool)
+    assistant_mask = torch.zeros(shape, dtype=torch.bool)
     weights = torch.zeros(shape) if prompt_loss_weight > 0 else None
-    n_tokens = n_trained = 0
+    n_tokens = n_assistant = 0
     for r, row in enumerate(rows):
         at = 0
         for i in row:
@@ -120,12 +121,12 @@ def _collate(
             labels = torch.tensor(example.labels, dtype=torch.long)
             input_ids[r, at : at + n] = ids
             position_ids[r, at : at + n] = torch.arange(n)
-            trained = labels[1:] != IGNORE
+            assistant = labels[1:] != IGNORE
             targets[r, at : at + n - 1] = ids[1:]
-            trained_mask[r, at : at + n - 1] = trained
+            assistant_mask[r, at : at + n - 1] = assistant
             if weights is not None:
-                weights[r, at : at + n - 1] = torch.where(trained, 1.0, prompt_loss_weight)
-            n_trained += int(trained.sum())
+                weights[r, at : at + n - 1] = torch.where(assistant, 1.0, prompt_loss_weight)
+            n_assistant += int(assistant.sum())
             n_tokens += n
             at += n
         position_ids[r, at:] = torch.arange(length - at)  # padding: a sequence of its own
@@ -133,9 +134,9 @@ def _collate(
         input_ids=input_ids,
         position_ids=position_ids,
         targets=targets,
-        trained=trained_mask,
+        assistant=assistant_mask,
         weights=weights,
         n_examples=sum(len(row) for row in rows),
         n_tokens=n_tokens,
-        n_trained=n_trained,
+        n_assistant=n_assistant,
     )

@@ -1,4 +1,11 @@
-"""Token statistics of a training file: distributions, histograms and billable tokens.
+"""Token statistics of a training file: distributions, histograms, billable tokens and the
+estimate of the tokens a job trains on it.
+
+``billable_tokens`` is one epoch's trained tokens: Σ :func:`~tunesmith.data.token_spans
+.example_trained_tokens` over the examples, cut at the context length (a job's
+``max_seq_length`` by default); ``estimated_trained_tokens`` is that × the epochs ``"auto"``
+resolves to. The training loop counts with the same function, so a job that trains the whole file
+for those epochs reports exactly the estimate as its ``trained_tokens``.
 
 Per-example counts are kept in compact integer arrays (12 bytes an example), so a 512 MB file
 costs a few megabytes here whatever its size.
@@ -12,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from tunesmith.data.token_spans import example_trained_tokens
 from tunesmith.training.auto import auto_n_epochs
 
 MAX_BINS = 20
@@ -62,21 +70,24 @@ class TokenStats:
     context_length: int
     messages: array[int] = field(default_factory=lambda: array("i"))
     tokens: array[int] = field(default_factory=lambda: array("i"))
-    trained: array[int] = field(default_factory=lambda: array("i"))
+    assistant: array[int] = field(default_factory=lambda: array("i"))
+    billable: int = 0
+    """One epoch's trained tokens so far."""
 
-    def add(self, *, messages: int, tokens: int, trained: int) -> None:
+    def add(self, *, messages: int, tokens: int, assistant: int) -> None:
         self.messages.append(messages)
         self.tokens.append(tokens)
-        self.trained.append(trained)
+        self.assistant.append(assistant)
+        self.billable += example_trained_tokens(tokens, self.context_length)
 
     def summary(self, n_examples: int) -> dict[str, Any]:
         tokens = np.frombuffer(self.tokens, dtype=np.int32).astype(np.int64)
-        billable = int(np.minimum(tokens, self.context_length).sum()) if len(tokens) else 0
+        billable = self.billable
         epochs = auto_n_epochs(n_examples)
         return {
             "messages_per_example": distribution(self.messages),
             "tokens_per_example": distribution(self.tokens),
-            "assistant_tokens_per_example": distribution(self.trained),
+            "assistant_tokens_per_example": distribution(self.assistant),
             "examples_over_context_length": int((tokens > self.context_length).sum()),
             "billable_tokens": billable,
             "auto_n_epochs": epochs,
@@ -85,7 +96,7 @@ class TokenStats:
                 {
                     "messages_per_example": histogram(self.messages),
                     "tokens_per_example": histogram(self.tokens),
-                    "assistant_tokens_per_example": histogram(self.trained),
+                    "assistant_tokens_per_example": histogram(self.assistant),
                 }
                 if self.tokens
                 else None

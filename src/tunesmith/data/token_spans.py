@@ -1,7 +1,16 @@
-"""Which tokens of an encoded text a loss span covers, and counting them fast.
+"""Which tokens of an encoded text a loss span covers, how many tokens an example trains, and
+counting both fast.
 
-A token is trained when its first character lies inside a span (:func:`trained_token_ranges`);
-the validation report and the training labels both use this rule.
+Two counts, one rule each:
+
+- an example's *assistant tokens* carry the loss: a token is one when its first character lies
+  inside a span (:func:`assistant_token_ranges`); the validation report and the training labels
+  both use this rule;
+- its *trained tokens* are what one epoch over it adds to a job's ``trained_tokens`` (the count
+  usage is priced by): every token of it, system, prompt, answer and template tokens alike, up to
+  the sequence limit it is cut at (:func:`example_trained_tokens`). The validation report's
+  estimate and the training loop's running count both use this rule, so a job that runs to the
+  end has trained exactly the estimate.
 
 :class:`PieceEncoder` gives the same counts for a batch without encoding text twice: a tokenizer
 splits its special tokens out before anything else, so a rendered text is encoded as the pieces
@@ -27,10 +36,17 @@ class Rendered:
 
     text: str
     spans: tuple[tuple[int, int], ...]
-    """Character ranges ``[start, end)`` whose tokens are trained."""
+    """Character ranges ``[start, end)`` whose tokens carry the loss (the assistant tokens)."""
 
 
-def trained_token_ranges(encoding: Any, spans: Sequence[tuple[int, int]]) -> list[range]:
+def example_trained_tokens(n_tokens: int, max_length: int) -> int:
+    """The trained tokens of one example of ``n_tokens`` tokens in one epoch: all of them, up
+    to ``max_length``, where the example is cut (OpenAI bills a training file's tokens × its
+    epochs; the loss-carrying assistant tokens are only part of them)."""
+    return min(n_tokens, max_length)
+
+
+def assistant_token_ranges(encoding: Any, spans: Sequence[tuple[int, int]]) -> list[range]:
     """The token indices whose first character falls inside each span.
 
     ``encoding`` is a fast tokenizer encoding, or anything with its ``char_to_token`` and
@@ -50,7 +66,7 @@ class PieceEncoder:
 
     The whole-text encoding is the pieces' encodings one after the other, each special token one
     token in between; :meth:`token_counts` maps spans onto that sequence exactly as
-    :func:`trained_token_ranges` does on the whole-text encoding (the same character
+    :func:`assistant_token_ranges` does on the whole-text encoding (the same character
     lookups, made in the piece that holds the character).
     """
 
@@ -171,10 +187,10 @@ def _piece_counts(
     encodings: list[Any],
     spans: Sequence[tuple[int, int]],
 ) -> tuple[int, int]:
-    """``(all tokens, trained tokens)`` from the encodings of a text's pieces."""
+    """``(all tokens, assistant tokens)`` from the encodings of a text's pieces."""
     joined = _Joined(pieces, encodings)
-    trained = sum(len(r) for r in trained_token_ranges(joined, spans))
-    return joined.bases[-1], trained
+    assistant = sum(len(r) for r in assistant_token_ranges(joined, spans))
+    return joined.bases[-1], assistant
 
 
 def _prepends_to_first_piece(config: Any) -> bool:

@@ -96,10 +96,10 @@ def validate_file(
 
     def tokenised(batch: _Pending, counts: list[tuple[int, int]]) -> None:
         assert chat_format is not None
-        for line, n_messages, (total, trained) in zip(
+        for line, n_messages, (total, assistant) in zip(
             batch.lines, batch.messages, counts, strict=True
         ):
-            stats.add(messages=n_messages, tokens=total, trained=trained)
+            stats.add(messages=n_messages, tokens=total, assistant=assistant)
             if total > chat_format.context_length:
                 warnings.add(
                     Issue(

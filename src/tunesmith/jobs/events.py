@@ -49,7 +49,8 @@ def add_event(
 
 def add_metrics_event(session: Session, job_id: str, metrics: StepMetrics, now: int) -> None:
     """``Step 3/30: training loss=1.234, validation loss=1.456`` with OpenAI's ``data`` keys
-    (plus ``epoch``, ``learning_rate``, ``tokens_per_second``, ``eta_seconds``)."""
+    (plus ``epoch``, ``learning_rate``, ``trained_tokens`` so far, ``tokens_per_second``,
+    ``eta_seconds``)."""
     data = metrics_data(metrics)
     text = f"Step {metrics.step}/{metrics.total_steps}: training loss={metrics.train_loss:.4f}"
     if metrics.valid_loss is not None:
@@ -79,6 +80,7 @@ def metrics_data(metrics: StepMetrics) -> dict[str, Any]:
     data.update(
         epoch=metrics.epoch,
         learning_rate=metrics.learning_rate,
+        trained_tokens=metrics.trained_tokens,
         tokens_per_second=round(metrics.tokens_per_second, 1),
         eta_seconds=round(metrics.eta_seconds, 1),
     )

@@ -1,5 +1,10 @@
 """The training loop's :class:`~tunesmith.training.metrics.Reporter` for a job: every step,
-checkpoint and message goes straight into the database, fenced by the job's ``attempt``."""
+checkpoint and message goes straight into the database, fenced by the job's ``attempt``.
+
+Each step stores the loop's running count of trained tokens on the job's row with its progress,
+so a job that is cancelled, fails or whose process dies keeps what it trained before it stopped
+(usage meters it); a resumed job goes on from its checkpoint's count, the steps it repeats
+counted once."""
 
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ class DbReporter:
             add_metrics_event(session, job.id, metrics, now)
             job.step = metrics.step
             job.total_steps = metrics.total_steps
+            job.trained_tokens = metrics.trained_tokens
             if job.status == "running":
                 job.estimated_finish = now + round(metrics.eta_seconds)
 

@@ -22,7 +22,7 @@ from tunesmith.fine_tuned import resolve_model
 from tunesmith.ids import new_id
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.spec import JobRequest
-from tunesmith.jobs.states import Action, next_status
+from tunesmith.jobs.states import TERMINAL, Action, next_status
 from tunesmith.protocol.jobs import (
     CheckpointMetrics,
     Hyperparameters,
@@ -200,7 +200,8 @@ def job_to_protocol(job: JobRow) -> Job:
         result_files=list(job.result_files),
         seed=job.seed,
         status=job.status,
-        trained_tokens=job.trained_tokens,
+        # OpenAI's: null until the job has finished; any finished job shows what it trained
+        trained_tokens=job.trained_tokens if job.status in TERMINAL else None,
         training_file=job.training_file,
         validation_file=job.validation_file,
         estimated_finish=job.estimated_finish if job.status == "running" else None,

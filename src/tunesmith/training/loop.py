@@ -6,10 +6,14 @@
   when the configuration asks for it (the default on CUDA);
 - each optimizer step takes ``batch_size`` examples, packed into dense rows (:mod:`tunesmith.data
   .packing`) and run as micro-batches with gradient accumulation; the step's loss is the sum over
-  its trained tokens divided by their number, so long and short examples weigh per token and
+  its assistant tokens divided by their number, so long and short examples weigh per token and
   micro-batching never changes the result;
-- the logits are computed only where a target is trained: the vocabulary projection is the
+- the logits are computed only where a target carries loss: the vocabulary projection is the
   largest matrix product of a small model, and prompt positions never need it;
+- a running count of trained tokens: every token of each example a step trains
+  (:func:`~tunesmith.data.token_spans.example_trained_tokens`, the rule the validation report's
+  estimate uses), in every step's metrics and every checkpoint, so a resumed run goes on from the
+  count it stopped at;
 - AdamW, linear warmup then cosine decay to zero, gradient clipping;
 - every ``eval_interval`` steps a validation mini-batch (``valid_loss``), at each epoch end the
   whole validation set (``full_valid_loss``) and a checkpoint;
@@ -28,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +41,7 @@ from torch import nn
 from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.examples import IGNORE, TokenizedExample
 from tunesmith.data.packing import MicroBatch, pack
+from tunesmith.data.token_spans import example_trained_tokens
 from tunesmith.training.checkpoint import (
     MANIFEST,
     list_checkpoints,
@@ -64,7 +69,7 @@ RESULTS = "results.csv"
 class TrainResult:
     status: Literal["succeeded", "paused", "cancelled"]
     steps: int  # optimizer steps completed
-    trained_tokens: int  # tokens that carried loss, over all epochs
+    trained_tokens: int  # every token of each trained example, once per epoch trained
     checkpoints: list[Path] = field(default_factory=list)  # those still on disk, oldest first
     last_metrics: StepMetrics | None = None
 
@@ -75,24 +80,24 @@ class TrainResult:
 
 @dataclass(slots=True)
 class _Totals:
-    """Loss sums of some batches: the objective, and the metrics on trained tokens."""
+    """Loss sums of some batches: the objective, and the metrics on assistant tokens."""
 
     loss: float = 0.0
     correct: int = 0
-    trained: int = 0
+    assistant: int = 0
 
-    def add(self, loss: float, correct: int, trained: int) -> None:
+    def add(self, loss: float, correct: int, assistant: int) -> None:
         self.loss += loss
         self.correct += correct
-        self.trained += trained
+        self.assistant += assistant
 
     @property
     def mean_loss(self) -> float:
-        return self.loss / self.trained if self.trained else math.nan
+        return self.loss / self.assistant if self.assistant else math.nan
 
     @property
     def accuracy(self) -> float:
-        return self.correct / self.trained if self.trained else math.nan
+        return self.correct / self.assistant if self.assistant else math.nan
 
 
 def train(
@@ -141,12 +146,12 @@ def train(
     optimizer = _optimizer(model, config)
 
     step = 0  # optimizer steps done
-    tokens = trained_tokens = 0
+    trained_tokens = 0
     elapsed = 0.0
     if resume_from is not None:
         state = load_trainer_state(resume_from)
         optimizer.load_state_dict(state["optimizer"])
-        step, tokens, trained_tokens = state["step"], state["tokens"], state["trained_tokens"]
+        step, trained_tokens = state["step"], _trained_tokens_of(state)
         elapsed = state["elapsed_seconds"]
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
@@ -170,7 +175,7 @@ def train(
                 objective, loss_sum, correct = _loss(model, batch, device)
             if learn:
                 (objective / denominator).backward()  # type: ignore[no-untyped-call]
-            totals.add(loss_sum, correct, batch.n_trained)
+            totals.add(loss_sum, correct, batch.n_assistant)
         return totals
 
     def evaluate(examples: Sequence[TokenizedExample]) -> _Totals:
@@ -180,7 +185,7 @@ def train(
             for start in range(0, len(examples), max(config.batch_size, 8)):
                 chunk = examples[start : start + max(config.batch_size, 8)]
                 t = run(_pack(chunk, config, pad_id), learn=False)
-                totals.add(t.loss, t.correct, t.trained)
+                totals.add(t.loss, t.correct, t.assistant)
         model.train()
         return totals
 
@@ -197,7 +202,6 @@ def train(
             trainer_state={
                 "optimizer": optimizer.state_dict(),
                 "step": metrics.step,
-                "tokens": tokens,
                 "trained_tokens": trained_tokens,
                 "elapsed_seconds": elapsed,
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
@@ -229,9 +233,10 @@ def train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            step_tokens = sum(b.n_tokens for b in batches)
-            tokens += step_tokens
-            trained_tokens += totals.trained
+            trained_tokens += sum(
+                example_trained_tokens(len(train_examples[i].input_ids), config.max_seq_length)
+                for i in chosen
+            )
             elapsed += time.perf_counter() - started
 
             valid = full = None
@@ -247,9 +252,8 @@ def train(
                 train_loss=totals.mean_loss,
                 train_mean_token_accuracy=totals.accuracy,
                 learning_rate=lr,
-                tokens=tokens,
                 trained_tokens=trained_tokens,
-                tokens_per_second=tokens / elapsed if elapsed else 0.0,
+                tokens_per_second=trained_tokens / elapsed if elapsed else 0.0,
                 elapsed_seconds=elapsed,
                 eta_seconds=elapsed / step * (config.total_steps - step),
                 valid_loss=valid.mean_loss if valid else None,
@@ -293,7 +297,8 @@ def _pack(
 def _loss(
     model: nn.Module, batch: MicroBatch, device: torch.device
 ) -> tuple[torch.Tensor, float, int]:
-    """``(objective sum, loss sum on trained tokens, correct trained tokens)`` of a micro-batch.
+    """``(objective sum, loss sum on assistant tokens, correct assistant tokens)`` of a
+    micro-batch.
 
     The decoder runs on every position; the vocabulary projection only where a target carries
     loss. Position ids restart at each packed example and no attention mask is passed, which makes
@@ -307,7 +312,7 @@ def _loss(
         use_cache=False,
     ).last_hidden_state
     if batch.weights is None:
-        where = batch.trained.to(device)
+        where = batch.assistant.to(device)
     else:
         where = (batch.targets != IGNORE).to(device)
     logits = head(hidden[where]).float()
@@ -317,15 +322,22 @@ def _loss(
     targets = batch.targets.to(device)[where]
     losses = F.cross_entropy(logits, targets, reduction="none")
     if batch.weights is None:
-        trained = torch.ones_like(targets, dtype=torch.bool)
+        assistant = torch.ones_like(targets, dtype=torch.bool)
         objective = losses.sum()
     else:
-        trained = batch.trained.to(device)[where]
+        assistant = batch.assistant.to(device)[where]
         objective = (losses * batch.weights.to(device)[where]).sum()
     with torch.no_grad():
-        loss_sum = float(losses[trained].sum())
-        correct = int((logits.argmax(-1) == targets)[trained].sum())
+        loss_sum = float(losses[assistant].sum())
+        correct = int((logits.argmax(-1) == targets)[assistant].sum())
     return objective, loss_sum, correct
+
+
+def _trained_tokens_of(state: dict[str, Any]) -> int:
+    """The running count a checkpoint holds. Checkpoints written before trained tokens counted
+    whole examples kept this count as ``tokens`` (and the assistant tokens as
+    ``trained_tokens``)."""
+    return int(state["tokens"] if "tokens" in state else state["trained_tokens"])
 
 
 def _rotating_window(

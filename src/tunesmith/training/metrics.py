@@ -32,11 +32,10 @@ class StepMetrics:
     step: int  # 1-based optimizer step
     total_steps: int
     epoch: int  # 1-based
-    train_loss: float  # mean loss per trained (assistant) token of this step
-    train_mean_token_accuracy: float  # share of trained tokens predicted right (teacher-forced)
+    train_loss: float  # mean loss per assistant token of this step
+    train_mean_token_accuracy: float  # share of assistant tokens predicted right (teacher-forced)
     learning_rate: float
-    tokens: int  # real tokens processed so far, padding excluded
-    trained_tokens: int  # tokens that carried loss so far
+    trained_tokens: int  # so far: every token of each example trained, per epoch (no padding)
     tokens_per_second: float
     elapsed_seconds: float
     eta_seconds: float

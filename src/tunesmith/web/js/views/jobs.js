@@ -156,7 +156,8 @@ export async function renderJob(main, [jobId], ctx) {
           ["Validation loss", num(last && (last.full_valid_loss ?? last.valid_loss))],
           ["Token accuracy", num(last && last.train_mean_token_accuracy, 3)],
           ["Tokens/s", last && last.tokens_per_second ? Math.round(last.tokens_per_second).toLocaleString() : "—"],
-          ["Trained tokens", num(job.trained_tokens)],
+          // the job's own count once it has finished (OpenAI's field is null before), else so far
+          ["Trained tokens", num(job.trained_tokens ?? (last && last.trained_tokens))],
           ["Fine-tuned model", job.fine_tuned_model ? h("code", {}, job.fine_tuned_model) : "—"],
           ["Created", when(job.created_at)],
           ["Finished", when(job.finished_at)],

@@ -629,7 +629,7 @@ export function reportView(report, name) {
               ["Examples", report.n_examples],
               ["Tokens per example (median)", num(stats.tokens_per_example && stats.tokens_per_example.median, 0)],
               ["Over the context length", stats.examples_over_context_length],
-              ["Billable tokens", num(stats.billable_tokens)],
+              ["Billable tokens (one epoch)", num(stats.billable_tokens)],
               ["Epochs if auto", stats.auto_n_epochs],
             ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
           ),
@@ -638,7 +638,7 @@ export function reportView(report, name) {
             { class: "charts" },
             histogram({ title: "Tokens per example", xLabel: "tokens", data: hist.tokens_per_example }),
             histogram({
-              title: "Trained (assistant) tokens per example",
+              title: "Assistant tokens per example",
               xLabel: "tokens",
               data: hist.assistant_tokens_per_example,
             }),
