@@ -233,6 +233,7 @@ def test_a_base_model_in_use_cannot_leave_the_catalog(
     from tunesmith import deployments
     from tunesmith.catalog.base_models import register_base_model, remove_base_model
     from tunesmith.ratelimits import RateLimits
+    from tunesmith.sealing import Sealer
     from tunesmith.store.tables import ModelRow
 
     with transaction(sessions) as session:
@@ -274,6 +275,7 @@ def test_a_base_model_in_use_cannot_leave_the_catalog(
             rate_limits=None,
             content_filter=True,
             defaults=RateLimits(60, 1000, 4),
+            sealer=Sealer(bytes(32)),
             now=int(NOW),
         )
     with pytest.raises(Conflict, match="deployed as 'toy-live'"), transaction(sessions) as s:

@@ -94,6 +94,7 @@ def deploy_at(live: LiveServer, name: str, model: str, now: int) -> str:
             rate_limits=None,
             content_filter=True,
             defaults=DEFAULTS,
+            sealer=live.app.state.runtime.sealer,
             now=now,
         )
         return row.id

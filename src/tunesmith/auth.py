@@ -4,9 +4,10 @@ A key is ``tsk-`` plus 43 random characters, shown once and stored only as its S
 keys are random, so a slow hash adds nothing). The admin key manages projects and keys and acts
 as owner in the ``default`` project. Roles rank ``reader < contributor < owner < admin``.
 
-A deployment key (``tsd-…``, ``deployments.py``) authenticates too, as a principal bound to its
-deployment: it may call chat completions on that deployment and nothing else, which
-:meth:`Principal.require` (the gate of every other route) enforces once.
+A deployment key (``tsd-…``, ``deployments.py``) authenticates too, by its SHA-256 alone (its
+sealed copy, for ``GET …/keys``, is never read here), as a principal bound to its deployment: it
+may call chat completions on that deployment and nothing else, which :meth:`Principal.require`
+(the gate of every other route) enforces once.
 """
 
 from __future__ import annotations

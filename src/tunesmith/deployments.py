@@ -7,7 +7,11 @@ requests name the deployment (Azure style) or its model; :func:`resolve_target` 
 a :class:`ServingTarget` for the engine, and refuses models that are not deployed.
 
 Every deployment has a primary and a secondary key (``tsd-…``) that authenticate chat calls to
-it alone; regenerating one invalidates it at once, so clients can rotate without downtime.
+it alone; regenerating one invalidates it at once, so clients can rotate without downtime. A
+key is stored as its SHA-256 hash, which authenticates (``auth.py``), and as a copy sealed under
+the installation's key-encryption key (``sealing.py``), which :func:`keys_to_protocol` opens for
+``GET …/keys``; a copy that does not open (another key-encryption key) is a clear 500 there and
+nowhere else, and regenerating the key makes it readable again.
 Deployments are removed by their owner or, once unused for ``deployment_idle_seconds``, by the
 periodic sweep (:func:`remove_idle`). Either way an event records it and the hosting time is
 metered (``usage.py``); the model itself is kept. Events outlive their deployment.
@@ -31,7 +35,7 @@ from tunesmith import usage
 from tunesmith.auth import LAST_USED_RESOLUTION, Principal, hash_key
 from tunesmith.catalog.base_models import get_base_model
 from tunesmith.catalog.spec import BaseModelSpec
-from tunesmith.errors import AuthenticationError, Conflict, InvalidRequest, NotFound
+from tunesmith.errors import AuthenticationError, Conflict, InvalidRequest, NotFound, ServerError
 from tunesmith.fine_tuned import check_name, resolve_model
 from tunesmith.ids import new_id
 from tunesmith.protocol.deployments import (
@@ -41,9 +45,11 @@ from tunesmith.protocol.deployments import (
     DeploymentKeys,
     RateLimitsObject,
     RateLimitsRequest,
+    RegeneratedKeys,
 )
 from tunesmith.protocol.jobs import ACTIVE
 from tunesmith.ratelimits import RateLimits
+from tunesmith.sealing import Sealer, Unsealable, slot
 from tunesmith.store.pagination import page
 from tunesmith.store.tables import DeploymentEventRow, DeploymentRow, JobRow, ModelRow
 
@@ -106,8 +112,58 @@ def event_to_protocol(row: DeploymentEventRow) -> DeploymentEvent:
     )
 
 
-def keys_to_protocol(row: DeploymentRow) -> DeploymentKeys:
-    return DeploymentKeys(primary_key=row.primary_key, secondary_key=row.secondary_key)
+def keys_to_protocol(row: DeploymentRow, sealer: Sealer) -> DeploymentKeys:
+    """Both keys, opened; a :class:`~tunesmith.errors.ServerError` naming the first that does
+    not open (sealed under another key-encryption key, or altered)."""
+    return DeploymentKeys(
+        primary_key=open_key(row, "primary", sealer),
+        secondary_key=open_key(row, "secondary", sealer),
+    )
+
+
+def open_key(row: DeploymentRow, key_name: KeyName, sealer: Sealer) -> str:
+    sealed = row.primary_key_sealed if key_name == "primary" else row.secondary_key_sealed
+    try:
+        return sealer.open(sealed, where=_slot(row, key_name))
+    except Unsealable as exc:
+        raise _unreadable(row, key_name, sealer, exc) from None
+
+
+def _seal(row: DeploymentRow, key_name: KeyName, secret: str, sealer: Sealer) -> None:
+    """Stores ``secret`` as ``key_name``: its hash and its sealed copy, never itself."""
+    sealed = sealer.seal(secret, where=_slot(row, key_name))
+    if key_name == "primary":
+        row.primary_key_sealed, row.primary_key_hash = sealed, hash_key(secret)
+    else:
+        row.secondary_key_sealed, row.secondary_key_hash = sealed, hash_key(secret)
+
+
+def _slot(row: DeploymentRow, key_name: KeyName) -> str:
+    return slot("deployments", row.id, f"{key_name}_key_sealed")
+
+
+def _unreadable(
+    row: DeploymentRow, key_name: KeyName, sealer: Sealer, exc: Unsealable
+) -> ServerError:
+    regenerate = (
+        f'regenerate it (POST /v1/deployments/{row.name}/keys/regenerate {{"key_name": '
+        f'"{key_name}"}}) and give the new key to its clients'
+    )
+    if exc.other_key:
+        return ServerError(
+            f"The {key_name} key of the deployment '{row.name}' cannot be shown: it was sealed "
+            f"under the key-encryption key {exc.sealed_with}, but this server's ({sealer.source}) "
+            f"is {sealer.key_id}; the key-encryption key does not match. The key still "
+            "authenticates. Start the server with the key-encryption key it was sealed with "
+            f"(restore it from the backup of the data directory), or {regenerate}.",
+            code="key_encryption_key_mismatch",
+        )
+    return ServerError(
+        f"The {key_name} key of the deployment '{row.name}' cannot be shown: its stored copy "
+        "does not open (it was altered, or copied from another row or column). The key still "
+        f"authenticates; {regenerate}.",
+        code="sealed_key_unreadable",
+    )
 
 
 # -- create, read, update, delete --------------------------------------------------------------
@@ -122,9 +178,11 @@ def create_deployment(
     rate_limits: RateLimitsRequest | None,
     content_filter: bool,
     defaults: RateLimits,
+    sealer: Sealer,
     now: int,
 ) -> DeploymentRow:
-    """Deploys ``model`` (any model string ``fine_tuned.resolve_model`` accepts) as ``name``."""
+    """Deploys ``model`` (any model string ``fine_tuned.resolve_model`` accepts) as ``name``;
+    its two new keys are sealed with ``sealer``."""
     check_name(name, "name")
     resolved = resolve_model(session, project_id, model, param="model")
     model_id = resolved.row.id if resolved.row is not None else resolved.base.id
@@ -160,7 +218,6 @@ def create_deployment(
         )
     _check_unambiguous(session, project_id, name, model_id)
     limits = _merge(rate_limits, defaults)
-    primary, secondary = new_key(), new_key()
     row = DeploymentRow(
         id=new_id("dep_"),
         project_id=project_id,
@@ -174,11 +231,9 @@ def create_deployment(
         tokens_per_minute=limits.tokens_per_minute,
         max_concurrent_requests=limits.max_concurrent_requests,
         content_filter=content_filter,
-        primary_key=primary,
-        secondary_key=secondary,
-        primary_key_hash=hash_key(primary),
-        secondary_key_hash=hash_key(secondary),
     )
+    _seal(row, "primary", new_key(), sealer)
+    _seal(row, "secondary", new_key(), sealer)
     session.add(row)
     try:
         session.flush()
@@ -268,13 +323,19 @@ def delete_deployment(session: Session, *, project_id: str, name: str, now: int)
     return row
 
 
-def regenerate_key(session: Session, *, row: DeploymentRow, key_name: KeyName, now: int) -> None:
-    """Replaces one key; the old one stops authenticating when the transaction commits."""
+def regenerate_key(
+    session: Session, *, row: DeploymentRow, key_name: KeyName, sealer: Sealer, now: int
+) -> RegeneratedKeys:
+    """Replaces one key; the old one stops authenticating when the transaction commits. Returns
+    the new key and the other one, or None for the other when its stored copy does not open
+    (so that regenerating both keys recovers from a lost key-encryption key)."""
     secret = new_key()
-    if key_name == "primary":
-        row.primary_key, row.primary_key_hash = secret, hash_key(secret)
-    else:
-        row.secondary_key, row.secondary_key_hash = secret, hash_key(secret)
+    _seal(row, key_name, secret, sealer)
+    other: KeyName = "secondary" if key_name == "primary" else "primary"
+    try:
+        kept: str | None = open_key(row, other, sealer)
+    except ServerError:
+        kept = None
     _add_event(
         session,
         row,
@@ -282,6 +343,8 @@ def regenerate_key(session: Session, *, row: DeploymentRow, key_name: KeyName, n
         f"The {key_name} key was regenerated; the previous {key_name} key no longer works.",
         now=now,
     )
+    keys = {f"{key_name}_key": secret, f"{other}_key": kept}
+    return RegeneratedKeys(primary_key=keys["primary_key"], secondary_key=keys["secondary_key"])
 
 
 def list_events(

@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUNESMITH_", extra="forbid")
 
     home: Path = Field(default_factory=lambda: Path.home() / ".tunesmith")
-    """Data directory: the SQLite database, the blob folder, the model cache, ``admin.key``."""
+    """Data directory: the SQLite database, the blob folder, the model cache, ``admin.key``,
+    ``key-encryption.key``."""
 
     database_url: str | None = None
     """SQLAlchemy URL; default ``sqlite:///<home>/tunesmith.db``. PostgreSQL works by URL."""
@@ -53,6 +54,12 @@ class Settings(BaseSettings):
 
     admin_key: SecretStr | None = None
     """Admin bearer key. Unset: generated on first start and written to ``<home>/admin.key``."""
+
+    key_encryption_key: SecretStr | None = None
+    """The key that seals the copies of deployment keys ``GET …/keys`` shows again (base64 of
+    32 bytes, ``openssl rand -base64 32``; see ``sealing.py``). Unset: the key in
+    ``<home>/key-encryption.key``, made (mode 0600) on first start. Back it up with the
+    database; without it the keys still authenticate but must be regenerated to be shown."""
 
     max_file_bytes: int = Field(default=512 * MB, ge=1)
     """Largest file accepted by ``POST /v1/files`` (OpenAI's limit is 512 MB)."""
@@ -202,6 +209,10 @@ class Settings(BaseSettings):
 
     def admin_key_path(self) -> Path:
         return self.home / "admin.key"
+
+    def key_encryption_key_path(self) -> Path:
+        """Where the key-encryption key lives when ``key_encryption_key`` is not set."""
+        return self.home / "key-encryption.key"
 
     def job_dir(self, job_id: str) -> Path:
         """A job's working folder: ``checkpoints/``, ``results.csv``, ``process.log``."""

@@ -1,7 +1,8 @@
 """``create_app(settings)``: the one place the server is assembled.
 
-Building the app prepares the data directory, runs the database migrations, makes sure the
-default project and an admin key exist, and wires the routers. A newly generated admin key is
+Building the app prepares the data directory, loads the key-encryption key (refusing one that
+cannot be used, ``sealing.py``), runs the database migrations, makes sure the default project
+and an admin key exist, and wires the routers. A newly generated admin key is
 left on ``app.state.generated_admin_key`` for the caller (the CLI) to print once.
 """
 
@@ -42,6 +43,7 @@ from tunesmith.auth import bootstrap_admin_key, ensure_default_project, hash_key
 from tunesmith.chat import Serving
 from tunesmith.jobs.worker import Worker
 from tunesmith.ratelimits import RateLimiter
+from tunesmith.sealing import installation_sealer
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine, make_session_factory, transaction
@@ -54,8 +56,9 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> FastAPI:
     settings.home.mkdir(parents=True, exist_ok=True)
+    sealer = installation_sealer(settings)
     engine = make_engine(settings.resolved_database_url())
-    upgrade_to_head(engine)
+    upgrade_to_head(engine, sealer=sealer)
     sessions = make_session_factory(engine)
     now = int(time.time())
     generated: str | None = None
@@ -74,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         blobs=BlobStore(settings.blob_dir()),
         validate=validator,
         admin_key_hash=hash_key(admin) if admin else None,
+        sealer=sealer,
         wake_worker=worker.wake if worker else lambda: None,
         limiter=limiter,
         serving=serving_runtime,

@@ -22,6 +22,7 @@ from tunesmith.chat import Serving
 from tunesmith.errors import AuthenticationError
 from tunesmith.files import Validator
 from tunesmith.ratelimits import RateLimiter
+from tunesmith.sealing import Sealer
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import transaction
@@ -36,6 +37,8 @@ class Runtime:
     blobs: BlobStore
     validate: Validator
     admin_key_hash: str | None
+    sealer: Sealer
+    """Seals and opens the deployment keys' stored copies (the key-encryption key)."""
     wake_worker: Callable[[], None] = lambda: None
     """Tells the embedded worker a job changed (a no-op when workers run apart; they poll)."""
     limiter: RateLimiter = field(default_factory=RateLimiter)

@@ -76,14 +76,16 @@ def serve(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     from tunesmith.jobs.worker import run_worker_forever
+    from tunesmith.sealing import installation_sealer
     from tunesmith.settings import Settings
     from tunesmith.store.db import make_engine, make_session_factory
     from tunesmith.store.migrate import upgrade_to_head
 
     settings = _settings(args)
     assert isinstance(settings, Settings)
+    sealer = installation_sealer(settings)  # the migrations may seal deployment keys (0006)
     engine = make_engine(settings.resolved_database_url())
-    upgrade_to_head(engine)
+    upgrade_to_head(engine, sealer=sealer)
     print(f"tunesmith worker: data in {settings.home}, {settings.worker_slots} slot(s)", flush=True)
     run_worker_forever(settings, make_session_factory(engine))
     engine.dispose()
@@ -181,9 +183,21 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # the openai client's errors: one line, never a traceback
         message = _client_error(exc)
         if message is None:
-            raise
-        code = fail(message)
+            message = _startup_error(exc)
+            if message is None:
+                raise
+            print(f"tunesmith: {message}", file=sys.stderr)
+            code = 2
+        else:
+            code = fail(message)
     sys.exit(code)
+
+
+def _startup_error(exc: Exception) -> str | None:
+    """What stops ``serve`` or ``worker`` before they start: an unusable key-encryption key."""
+    from tunesmith.sealing import KeyEncryptionKeyError
+
+    return str(exc) if isinstance(exc, KeyEncryptionKeyError) else None
 
 
 def _client_error(exc: Exception) -> str | None:

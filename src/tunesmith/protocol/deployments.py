@@ -96,6 +96,16 @@ class DeploymentKeys(BaseModel):
     secondary_key: str
 
 
+class RegeneratedKeys(BaseModel):
+    """The answer of ``POST …/keys/regenerate``: the new key, and the other one as it was. The
+    other is ``null`` only when its stored copy does not open on this server (it was sealed
+    under another key-encryption key): it still authenticates, and regenerating it too makes
+    both readable again."""
+
+    primary_key: str | None
+    secondary_key: str | None
+
+
 class RegenerateKeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

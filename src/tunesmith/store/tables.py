@@ -268,9 +268,10 @@ class WebhookDeliveryRow(Base):
 class DeploymentRow(Base):
     """A deployed model (``deployments.py``): the name chat requests use, its limits, its filter
     switch and its two keys. ``model`` is what the caller sent; ``model_id`` the concrete model
-    it resolved to (a fine-tuned model or checkpoint id, or a catalog base model id). The keys
-    are kept as given (``GET …/keys`` shows them again, as Azure does); their SHA-256 hashes
-    authenticate."""
+    it resolved to (a fine-tuned model or checkpoint id, or a catalog base model id). Of each key
+    only its SHA-256 hash, which authenticates, and a copy sealed under the installation's
+    key-encryption key (``sealing.py``), which ``GET …/keys`` opens to show it again as Azure
+    does, are kept; never the key itself."""
 
     __tablename__ = "deployments"
 
@@ -286,8 +287,8 @@ class DeploymentRow(Base):
     tokens_per_minute: Mapped[int] = mapped_column(BigInteger)
     max_concurrent_requests: Mapped[int] = mapped_column(Integer)
     content_filter: Mapped[bool] = mapped_column(Boolean)
-    primary_key: Mapped[str] = mapped_column(String(100))
-    secondary_key: Mapped[str] = mapped_column(String(100))
+    primary_key_sealed: Mapped[str] = mapped_column(String(300))
+    secondary_key_sealed: Mapped[str] = mapped_column(String(300))
     primary_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     secondary_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
 

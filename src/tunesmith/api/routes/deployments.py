@@ -16,6 +16,7 @@ from tunesmith.protocol.deployments import (
     DeploymentDeleted,
     DeploymentEvent,
     DeploymentKeys,
+    RegeneratedKeys,
     RegenerateKeyRequest,
     UpdateDeploymentRequest,
 )
@@ -67,6 +68,7 @@ def create_deployment(
             tokens_per_minute=settings.default_tokens_per_minute,
             max_concurrent_requests=settings.default_max_concurrent_requests,
         ),
+        sealer=runtime.sealer,
         now=now(),
     )
     if runtime.serving is not None:  # weights and adapter loaded before the first request
@@ -145,13 +147,14 @@ def list_deployment_events(
 
 
 @router.get("/{deployment_name}/keys", response_model=DeploymentKeys)
-def get_deployment_keys(row: OwnersDeployment) -> DeploymentKeys:
-    return deployments.keys_to_protocol(row)
+def get_deployment_keys(row: OwnersDeployment, runtime: RuntimeDep) -> DeploymentKeys:
+    return deployments.keys_to_protocol(row, runtime.sealer)
 
 
-@router.post("/{deployment_name}/keys/regenerate", response_model=DeploymentKeys)
+@router.post("/{deployment_name}/keys/regenerate", response_model=RegeneratedKeys)
 def regenerate_deployment_key(
-    body: RegenerateKeyRequest, row: OwnersDeployment, session: SessionDep
-) -> DeploymentKeys:
-    deployments.regenerate_key(session, row=row, key_name=body.key_name, now=now())
-    return deployments.keys_to_protocol(row)
+    body: RegenerateKeyRequest, row: OwnersDeployment, session: SessionDep, runtime: RuntimeDep
+) -> RegeneratedKeys:
+    return deployments.regenerate_key(
+        session, row=row, key_name=body.key_name, sealer=runtime.sealer, now=now()
+    )
