@@ -290,7 +290,7 @@ def test_a_failed_deployment_goes_when_idle_and_a_late_outcome_records_nothing(
     with transaction(runtime.sessions) as session:
         late = deployments.record_load(session, deployment_id=failed["id"], error=None, now=later)
     assert late is None
-    runtime.serving.warm("proj_default", "odd")
+    runtime.serving.warm(failed["id"])
     assert [e["type"] for e in events(http, "odd")] == ["created", "failed", "deleted_idle"]
 
 

@@ -61,9 +61,7 @@ def test_deployments_made_before_they_had_a_status_become_succeeded(
     engine = make_engine(url)
     command.upgrade(alembic_config(engine), "0005")
     with engine.begin() as connection:
-        connection.execute(
-            text("INSERT INTO projects (id, name, created_at) VALUES ('p', 'p', 0)")
-        )
+        connection.execute(text("INSERT INTO projects (id, name, created_at) VALUES ('p', 'p', 0)"))
         connection.execute(
             text(
                 "INSERT INTO deployments (id, project_id, name, model, model_id, created_at,"
