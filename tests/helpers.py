@@ -52,3 +52,20 @@ def all_events(client: Any, job_id: str) -> list[Any]:
         if not page.has_more:
             return list(reversed(events))
         after = page.data[-1].id
+
+
+def wait_for_deployment(http: Any, name: str, *, timeout: float = 120.0) -> dict[str, Any]:
+    """Polls a deployment (``GET /v1/deployments/{name}`` through an ``httpx`` client) until it
+    is no longer ``creating``; returns it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        response = http.get(f"/v1/deployments/{name}")
+        assert response.status_code == 200, response.text
+        deployment: dict[str, Any] = response.json()
+        if deployment["status"] != "creating":
+            return deployment
+        if time.monotonic() > deadline:
+            raise AssertionError(f"deployment {name} still creating after {timeout} s")
+        time.sleep(0.05)

@@ -13,7 +13,8 @@ import pytest
 
 from tests.cli import Cli
 from tests.conftest import TOY_BASE, LiveServer
-from tests.helpers import chat_example, jsonl, training_file
+from tests.helpers import chat_example, jsonl, training_file, wait_for_deployment
+from tests.test_deployments_api import refused_model
 from tunesmith.cli import main
 
 
@@ -203,6 +204,27 @@ def test_deployments_create_list_keys_regenerate_rm(jcli: Cli) -> None:
     assert again.code == 1 and again.err.startswith("tunesmith: 409")
     assert jcli("deployments", "rm", "toy", "--json").json()["deleted"] is True
     assert jcli("deployments", "list", "--json").json() == []
+
+
+def test_deployments_list_and_show_print_the_status_and_why_it_failed(
+    jcli: Cli, toy_model_dir: Path
+) -> None:
+    model = refused_model(jcli.live, toy_model_dir, 9)
+    created = jcli("deployments", "create", "odd", "--model", model)
+    assert created.code == 0, created.err
+    assert "STATUS" in created.out and "creating" in created.out
+    with jcli.live.http() as http:
+        failed = wait_for_deployment(http, "odd")
+    reason = failed["error"]["message"]
+    assert "modules_to_save" in reason
+    for command in ("list", "show"):
+        shown = jcli("deployments", command, *(["odd"] if command == "show" else []))
+        assert shown.code == 0, shown.err
+        header, row = shown.out.splitlines()
+        assert "STATUS" in header and "REASON" in header
+        assert " failed " in row and row.endswith(reason)
+    assert "model_not_servable" in jcli("deployments", "show", "odd").out
+    assert jcli("deployments", "show", "odd", "--json").json()["error"] == failed["error"]
 
 
 def test_chat_one_shot_interactive_and_usage(jcli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:

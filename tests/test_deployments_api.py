@@ -6,24 +6,37 @@ models that cannot be deleted; and the idle sweep."""
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import ADMIN_KEY, TOY_BASE, LiveServer, register_toy_base
-from tests.helpers import training_file, wait_for_job
+from tests.conftest import (
+    ADMIN_KEY,
+    TOY_BASE,
+    LiveServer,
+    jobs_settings_for,
+    register_toy_base,
+    run_live,
+)
+from tests.helpers import training_file, wait_for_deployment, wait_for_job
+from tests.test_chat_api import adapter_model
 from tests.test_jobs_api import add_key, create, upload
 from tunesmith import deployments, housekeeping
+from tunesmith.api.app import create_app
 from tunesmith.auth import Principal, authenticate
 from tunesmith.catalog.spec import BUNDLED
 from tunesmith.errors import AuthenticationError, NotFound
+from tunesmith.ratelimits import RateLimits
 from tunesmith.store.db import transaction
 from tunesmith.store.tables import DeploymentRow, JobRow, UsageRow
 
 DAY = 86400
+HELLO = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 OTHER_BASE = "toy-llama-b"
@@ -36,11 +49,27 @@ def other_base(jobs_api: LiveServer, toy_model_dir: Path) -> None:
     register_toy_base(jobs_api.app, toy_model_dir, OTHER_BASE)
 
 
-def deploy(http: httpx.Client, name: str, model: str, **fields: Any) -> dict[str, Any]:
+def deploy(
+    http: httpx.Client, name: str, model: str, *, wait: bool = True, **fields: Any
+) -> dict[str, Any]:
+    """Deploys ``model`` as ``name``; with ``wait``, returns the deployment once its model has
+    loaded (or failed to), else the ``creating`` deployment the create call answered."""
     response = http.post("/v1/deployments", json={"name": name, "model": model, **fields})
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
-    return body
+    assert body["status"] == "creating" and body["error"] is None, body
+    return wait_for_deployment(http, name) if wait else body
+
+
+def refused_model(live: LiveServer, toy_model_dir: Path, seed: int) -> str:
+    """A fine-tuned model the engine refuses: an adapter that also trains ``lm_head``
+    (``modules_to_save``), which serving does not support."""
+    model = adapter_model(live, toy_model_dir, seed)
+    config = live.settings.home / f"adapters/{seed}/adapter_config.json"
+    config.write_text(
+        config.read_text().replace('"modules_to_save": null', '"modules_to_save": ["lm_head"]')
+    )
+    return model
 
 
 def events(http: httpx.Client, name: str) -> list[dict[str, Any]]:
@@ -92,7 +121,8 @@ def test_a_deployment_lives_and_dies_with_its_events(jobs_api: LiveServer) -> No
         "tokens_per_minute": 200000,
         "max_concurrent_requests": 32,
     }
-    assert created["content_filter"] is True and created["status"] == "succeeded"
+    assert created["content_filter"] is True
+    assert created["status"] == "succeeded" and created["error"] is None
     assert created["last_used_at"] is None
     assert created["created_at"] == created["updated_at"]
     base = jobs_api.settings.resolved_public_base_url()  # tests/test_scoring_uri.py calls it
@@ -131,23 +161,138 @@ def test_a_deployment_lives_and_dies_with_its_events(jobs_api: LiveServer) -> No
     assert http.get(f"/v1/models/{TOY_BASE}").status_code == 200  # the model stays
 
     history = events(http, "toy")  # still readable after the deletion
-    assert [e["type"] for e in history] == ["created", "updated", "deleted"]
+    assert [e["type"] for e in history] == ["created", "succeeded", "updated", "deleted"]
     assert all(e["deployment_id"] == created["id"] for e in history)
     assert all(e["object"] == "deployment.event" and e["id"].startswith("depevt_") for e in history)
     assert history[0]["message"] == (
         f"Deployed {TOY_BASE} as 'toy': 1000 requests and 200000 tokens per minute, 32 at once, "
         "content filter on."
     )
-    assert history[1]["message"] == (
+    assert history[2]["message"] == (
         "Updated: tokens_per_minute 200000 → 5000; content filter on → off."
     )
-    assert "the model toy-llama is kept" in history[2]["message"]
+    assert "the model toy-llama is kept" in history[3]["message"]
     error_of(http.get("/v1/deployments/never/events"), 404)
 
     again = deploy(http, "toy", TOY_BASE, rate_limits={"requests_per_minute": 7})
     assert again["id"] != created["id"]  # the name and the model are free again
     assert again["rate_limits"]["requests_per_minute"] == 7
     assert again["rate_limits"]["tokens_per_minute"] == 200000
+
+
+def test_a_deployment_is_creating_until_its_model_is_loaded(jobs_api: LiveServer) -> None:
+    http = jobs_api.http()
+    created = deploy(http, "toy", TOY_BASE, wait=False)
+    assert created["status"] == "creating" and created["error"] is None
+    ready = wait_for_deployment(http, "toy")
+    assert ready == {**created, "status": "succeeded"}
+    assert http.get("/v1/deployments").json()["data"] == [ready]
+    history = events(http, "toy")
+    assert [e["type"] for e in history] == ["created", "succeeded"]
+    assert history[1]["message"] == f"Ready: {TOY_BASE} is loaded and serving."
+    answer = jobs_api.client().chat.completions.create(model="toy", messages=HELLO, max_tokens=4)
+    assert answer.choices[0].finish_reason == "length"
+
+
+def test_a_model_the_engine_refuses_fails_with_the_reason_and_a_retry_loads_it_again(
+    jobs_api: LiveServer, toy_model_dir: Path
+) -> None:
+    http, client = jobs_api.http(), jobs_api.client()
+    model = refused_model(jobs_api, toy_model_dir, 7)
+    assert deploy(http, "odd", model, wait=False)["status"] == "creating"
+    failed = wait_for_deployment(http, "odd")
+    assert failed["status"] == "failed"
+    error = failed["error"]
+    assert set(error) == {"code", "message"} and error["code"] == "model_not_servable"
+    assert model in error["message"] and "modules_to_save" in error["message"]
+    assert http.get("/v1/deployments").json()["data"] == [failed]
+    history = events(http, "odd")
+    assert [e["type"] for e in history] == ["created", "failed"]
+    assert error["message"] in history[1]["message"]
+    assert "model_not_servable" in history[1]["message"]
+    assert "PATCH /v1/deployments/odd" in history[1]["message"]
+
+    # Chat answers the same reason, as it did before deployments had a status.
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="odd", messages=HELLO, max_tokens=4)
+    assert refused.value.body == {  # type: ignore[comparison-overlap]
+        "message": error["message"],
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_servable",
+    }
+
+    # Fixed, and retried with an update: creating again, then loaded.
+    config = jobs_api.settings.home / "adapters/7/adapter_config.json"
+    config.write_text(config.read_text().replace('["lm_head"]', "null"))
+    retried = http.patch("/v1/deployments/odd", json={})
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] == "creating" and retried.json()["error"] is None
+    ready = wait_for_deployment(http, "odd")
+    assert ready["status"] == "succeeded" and ready["error"] is None
+    history = events(http, "odd")
+    assert [e["type"] for e in history] == ["created", "failed", "retried", "succeeded"]
+    assert "model_not_servable" in history[2]["message"]
+    answer = client.chat.completions.create(model="odd", messages=HELLO, max_tokens=4)
+    assert answer.model == model
+    # An update of a deployment that did not fail loads nothing again.
+    unchanged = http.patch("/v1/deployments/odd", json={}).json()
+    assert unchanged["status"] == "succeeded"
+    assert len(events(http, "odd")) == 4
+
+
+def test_a_restarted_server_loads_the_deployments_it_left_creating(
+    tmp_path: Path, toy_model_dir: Path
+) -> None:
+    settings = jobs_settings_for(tmp_path / "home", toy_model_dir, embedded_worker=False)
+    first = create_app(settings)
+    register_toy_base(first, toy_model_dir)
+    register_toy_base(first, toy_model_dir, OTHER_BASE)
+    with contextmanager(run_live)(first, settings) as live:
+        http = live.http()
+        done = deploy(http, "done", OTHER_BASE)
+        assert done["status"] == "succeeded"
+        # The process dies right after "cut" was created, before its model was loaded.
+        with transaction(first.state.runtime.sessions) as session:
+            deployments.create_deployment(
+                session,
+                project_id="proj_default",
+                name="cut",
+                model=TOY_BASE,
+                rate_limits=None,
+                content_filter=True,
+                defaults=RateLimits(1000, 200000, 32),
+                now=int(time.time()),
+                sealer=first.state.runtime.sealer,
+            )
+        assert http.get("/v1/deployments/cut").json()["status"] == "creating"
+
+    with contextmanager(run_live)(create_app(settings), settings) as again:
+        http = again.http()
+        assert wait_for_deployment(http, "cut")["status"] == "succeeded"
+        assert [e["type"] for e in events(http, "cut")] == ["created", "succeeded"]
+        assert http.get("/v1/deployments/done").json() == done  # loaded lazily, as before
+        assert [e["type"] for e in events(http, "done")] == ["created", "succeeded"]
+
+
+def test_a_failed_deployment_goes_when_idle_and_a_late_outcome_records_nothing(
+    jobs_api: LiveServer, toy_model_dir: Path
+) -> None:
+    http = jobs_api.http()
+    failed = deploy(http, "odd", refused_model(jobs_api, toy_model_dir, 8))
+    assert failed["status"] == "failed"
+    runtime = jobs_api.app.state.runtime
+    later = failed["created_at"] + 16 * DAY
+    swept = housekeeping.sweep(
+        runtime.sessions, runtime.blobs, now=later, deployment_idle_seconds=15 * DAY
+    )
+    assert swept.deployments == [failed["id"]]
+    # A warm-up that ends after its deployment went (started before, or after) records nothing.
+    with transaction(runtime.sessions) as session:
+        late = deployments.record_load(session, deployment_id=failed["id"], error=None, now=later)
+    assert late is None
+    runtime.serving.warm(failed["id"])
+    assert [e["type"] for e in events(http, "odd")] == ["created", "failed", "deleted_idle"]
 
 
 @pytest.mark.usefixtures("other_base")
@@ -219,8 +364,8 @@ def test_keys_authenticate_their_deployment_only(jobs_api: LiveServer) -> None:
         sign_in(jobs_api, old_primary)
     assert error_of(jobs_api.http(old_primary).get("/v1/files"), 401)["code"] == "invalid_api_key"
     assert sign_in(jobs_api, new_keys["primary_key"]).key_id == "deployment:toy:primary"
-    assert [e["type"] for e in events(http, "toy")] == ["created", "keys_regenerated"]
-    assert "primary key was regenerated" in events(http, "toy")[1]["message"]
+    assert [e["type"] for e in events(http, "toy")] == ["created", "succeeded", "keys_regenerated"]
+    assert "primary key was regenerated" in events(http, "toy")[2]["message"]
 
     http.delete("/v1/deployments/toy")
     with pytest.raises(AuthenticationError):  # a deleted deployment's keys die with it
@@ -389,7 +534,7 @@ def test_bad_updates_name_the_param_and_change_nothing(
         assert error["param"] == param, error
         assert http.get("/v1/deployments/toy").json() == before
         assert http.get("/v1/deployments/toy/keys").json() == keys
-        assert [e["type"] for e in events(http, "toy")] == ["created"]
+        assert [e["type"] for e in events(http, "toy")] == ["created", "succeeded"]
 
 
 @pytest.mark.usefixtures("other_base")
@@ -413,10 +558,10 @@ def test_idle_deployments_are_swept_with_an_event_and_their_hosting_time(
     assert swept.deployments == [idle["id"]]
     assert [d["name"] for d in http.get("/v1/deployments").json()["data"]] == ["busy"]
     history = events(http, "idle")
-    assert [e["type"] for e in history] == ["created", "deleted_idle"]
-    assert history[1]["created_at"] == later
-    assert "without a request" in history[1]["message"]
-    assert "TUNESMITH_DEPLOYMENT_IDLE_SECONDS" in history[1]["message"]
+    assert [e["type"] for e in history] == ["created", "succeeded", "deleted_idle"]
+    assert history[2]["created_at"] == later
+    assert "without a request" in history[2]["message"]
+    assert "TUNESMITH_DEPLOYMENT_IDLE_SECONDS" in history[2]["message"]
     with transaction(runtime.sessions) as session:
         rows = session.scalars(select(UsageRow).where(UsageRow.kind == "hosting")).all()
         assert [(r.deployment_id, r.deployment_name, r.model) for r in rows] == [

@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from tests.conftest import ADMIN_KEY, TOY_BASE, LiveServer, run_live
+from tests.helpers import wait_for_deployment
 from tunesmith.api.app import create_app
 from tunesmith.catalog import loading
 from tunesmith.catalog.base_models import register_base_model
@@ -82,6 +83,8 @@ def test_deploying_and_chatting_at_once_converts_the_bundled_model_once(
     )
     assert again.choices[0].message.content == answers[0]
     assert len(conversions(caplog)) == 1
+    with fresh.http() as http:
+        assert wait_for_deployment(http, "smol", timeout=300)["status"] == "succeeded"
     cache = fresh.settings.model_cache_dir()
     assert not [p.name for p in cache.iterdir() if ".staging-" in p.name]
 
@@ -122,4 +125,9 @@ def test_a_model_whose_conversion_fails_answers_a_clear_error_every_time(
     assert isinstance(first, dict) and first["code"] == "model_not_servable"
     assert first["param"] == "model"
     assert str(broken) in first["message"] and "truncated" in first["message"]
+    with jobs_api.http() as http:  # and the deployment says so, with the same reason
+        failed = wait_for_deployment(http, "b", timeout=300)
+        assert failed["status"] == "failed"
+        assert failed["error"] == {"code": "model_not_servable", "message": first["message"]}
+        assert wait_for_deployment(http, "t")["status"] == "succeeded"
     assert loading.snapshot() == before

@@ -16,7 +16,8 @@ import pytest
 
 from tests.browser import Console, shot
 from tests.conftest import ADMIN_KEY, TOY_BASE, LiveServer
-from tests.helpers import chat_example, training_file
+from tests.helpers import chat_example, training_file, wait_for_deployment
+from tests.test_deployments_api import refused_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -509,6 +510,32 @@ def test_a_failed_job_shows_why_on_its_page(page: Any, jobs_live: LiveServer) ->
     expect_text(reason, "leaving 9, but must have at least 10 examples")
     expect_text(reason, "invalid_n_examples")
     assert page.get_by_role("button", name="Cancel").count() == 0
+
+
+def test_a_failed_deployment_shows_why_and_retries_from_its_card(
+    page: Any, jobs_api: LiveServer, toy_model_dir: Path
+) -> None:
+    model = refused_model(jobs_api, toy_model_dir, 10)
+    with jobs_api.http() as http:
+        created = http.post("/v1/deployments", json={"name": "odd", "model": model})
+        assert created.status_code == 200, created.text
+        reason = wait_for_deployment(http, "odd")["error"]["message"]
+    sign_in(page, jobs_api)
+    page.goto(f"{jobs_api.url}/portal/#/deployments")
+    card = page.locator("article[data-deployment='odd']")
+    expect_text(card.locator(".title-row .badge"), "failed")
+    alert = card.get_by_role("alert")
+    expect_text(alert, re.escape(reason))
+    expect_text(alert, "model_not_servable")
+    shot(page, "deployment-failed")
+    # Fixed on disk, retried from the page: creating, then succeeded, the reason gone.
+    config = jobs_api.settings.home / "adapters/10/adapter_config.json"
+    config.write_text(config.read_text().replace('["lm_head"]', "null"))
+    card.get_by_role("button", name="Retry").click()
+    expect_text(card.locator(".title-row .badge"), "succeeded")
+    assert card.get_by_role("alert").count() == 0
+    assert card.get_by_role("button", name="Retry").count() == 0
+    assert page.console.errors == []
 
 
 def test_chart_scales_and_formatters(page: Any, live: LiveServer) -> None:

@@ -3,18 +3,21 @@ written atomically, and settings come from TUNESMITH_* variables."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from tunesmith.cli import build_parser
+from tunesmith.sealing import Sealer
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine
-from tunesmith.store.migrate import upgrade_to_head
+from tunesmith.store.migrate import alembic_config, upgrade_to_head
 from tunesmith.store.tables import Base
 
 
@@ -44,6 +47,40 @@ def test_migrations_build_exactly_the_declared_schema(tmp_path: Path) -> None:
         "deployment_events",
         "usage",
     }
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_deployments_made_before_they_had_a_status_become_succeeded(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Migration 0007: a deployment stored before deployments had a status was serving (it was
+    callable as soon as it existed), so it becomes ``succeeded``, with no error."""
+    url = (
+        f"sqlite:///{tmp_path / 'db.sqlite'}"
+        if database == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    engine = make_engine(url)
+    command.upgrade(alembic_config(engine), "0005")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO projects (id, name, created_at) VALUES ('p', 'p', 0)"))
+        connection.execute(
+            text(
+                "INSERT INTO deployments (id, project_id, name, model, model_id, created_at,"
+                " updated_at, requests_per_minute, tokens_per_minute, max_concurrent_requests,"
+                " content_filter, primary_key, secondary_key, primary_key_hash,"
+                " secondary_key_hash) VALUES ('dep_1', 'p', 'd', 'm', 'm', 0, 0, 1, 1, 1, true,"
+                " 'k1', 'k2', 'h1', 'h2')"
+            )
+        )
+    upgrade_to_head(engine, sealer=Sealer(secrets.token_bytes(32)))  # 0006 seals the keys
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT id, status, error_code, error_message FROM deployments")
+        ).all()
+        assert [tuple(row) for row in rows] == [("dep_1", "succeeded", None, None)]
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    engine.dispose()
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:

@@ -37,9 +37,10 @@ from tunesmith.catalog.spec import CHAT_COMPLETION, TEXT_GENERATION
 from tunesmith.data import messages as data_messages
 from tunesmith.data.tool_calls import CallReader, ParsedCall, Piece
 from tunesmith.deployments import ServingTarget
-from tunesmith.errors import InvalidRequest, ServerError
+from tunesmith.errors import InvalidRequest, ServerError, TunesmithError
 from tunesmith.ids import new_id
 from tunesmith.protocol.chat import ChatCompletionRequest, CompletionRequest, FinishReason
+from tunesmith.protocol.deployments import DeploymentError
 from tunesmith.ratelimits import Admission, RateLimiter
 from tunesmith.serving.assets import ModelAssets, load_assets
 from tunesmith.serving.engine import Engine, Generation, ModelSource
@@ -47,7 +48,7 @@ from tunesmith.serving.safety import ContentFilter, FilterResult, build_filter
 from tunesmith.serving.sampling import SamplingParams
 from tunesmith.settings import Settings
 from tunesmith.store.db import transaction
-from tunesmith.store.tables import ModelRow
+from tunesmith.store.tables import DeploymentRow, ModelRow
 
 log = logging.getLogger(__name__)
 _PROBLEMS_SHOWN = 20  # of an invalid conversation's problems, in the error message
@@ -256,14 +257,7 @@ class Serving:
                     param=prompt_param,
                     code="content_filter",
                 )
-            try:
-                self.engine.prepare(source)
-            except ValueError as exc:  # an architecture or adapter the engine cannot run
-                raise InvalidRequest(
-                    f"{deployment.model_id} cannot be served: {exc}.",
-                    param="model",
-                    code="model_not_servable",
-                ) from None
+            self._prepare(source, deployment.model_id)
         except BaseException:
             admission.finish(len(prompt), now=time.time())
             raise
@@ -309,24 +303,67 @@ class Serving:
                 self._assets.popitem(last=False)
         return assets
 
-    def warm(self, project_id: str, deployment_name: str) -> None:
-        """Loads a new deployment's weights and adapter ahead of its first request. A failure
-        is only logged: the first request loads again and reports what is wrong."""
+    def warm(self, deployment_id: str) -> None:
+        """Loads a ``creating`` deployment's weights, adapter and tokenizer ahead of its first
+        request, and records how that ended as its status (``deployments.record_load``):
+        ``succeeded``, or ``failed`` with the error a chat request for it answers. Requests
+        meanwhile load on their own (waiting for the same conversion) and report any failure
+        as before. A deployment deleted meanwhile records nothing."""
+        error: DeploymentError | None = None
         try:
             with transaction(self.sessions) as session:
+                row = session.get(DeploymentRow, deployment_id)
+                if row is None:
+                    return
                 target = deployments.resolve_target(
                     session,
-                    Principal("warm-up", project_id, "reader"),
-                    deployment_name,
+                    Principal("warm-up", row.project_id, "reader"),
+                    row.name,
                     now=int(time.time()),
                     touch=False,
                 )
                 owner = _weights_owner(session, target)
+            model_id = target.deployment.model_id
             source, folder = _source_of(target, owner, self.settings)
-            self.assets(source, folder, target.deployment.model_id)
+            self.assets(source, folder, model_id)
+            self._prepare(source, model_id)
+        except TunesmithError as exc:  # model_not_servable, as a request for it would answer
+            error = DeploymentError(code=exc.code or exc.error_type, message=exc.message)
+        except Exception as exc:
+            log.exception("loading the model of deployment %s failed", deployment_id)
+            error = DeploymentError(
+                code="model_load_failed", message=f"Loading failed ({type(exc).__name__}: {exc})."
+            )
+        try:
+            with transaction(self.sessions) as session:
+                deployments.record_load(
+                    session, deployment_id=deployment_id, error=error, now=int(time.time())
+                )
+        except Exception:  # off the request path: nobody to answer; it stays creating
+            log.exception("recording the status of deployment %s failed", deployment_id)
+
+    def warm_creating(self) -> None:
+        """Loads every deployment a previous run of the server left ``creating`` (it stopped
+        while loading), one after the other; ``succeeded`` ones load on their first request."""
+        try:
+            with transaction(self.sessions) as session:
+                waiting = [row.id for row in deployments.list_creating(session)]
+            for deployment_id in waiting:
+                self.warm(deployment_id)
+        except Exception:  # the server runs on; each deployment still loads on its first request
+            log.exception("loading the deployments left creating failed")
+
+    def _prepare(self, source: ModelSource, model_id: str) -> None:
+        """Makes the weights (and adapter) resident; a model the engine cannot run is the
+        request's error."""
+        try:
             self.engine.prepare(source)
-        except Exception:
-            log.exception("warming deployment %s failed", deployment_name)
+        except ValueError as exc:  # an architecture or adapter the engine cannot run
+            raise InvalidRequest(
+                f"{model_id} cannot be served: {exc}.",
+                param="model",
+                code="model_not_servable",
+            ) from None
 
     def _max_tokens(
         self, request: ChatCompletionRequest | CompletionRequest, prompt: int, context: int

@@ -16,6 +16,12 @@ Deployments are removed by their owner or, once unused for ``deployment_idle_sec
 periodic sweep (:func:`remove_idle`). Either way an event records it and the hosting time is
 metered (``usage.py``); the model itself is kept. Events outlive their deployment.
 
+A deployment is ``creating`` until its model has been loaded, off the request path (the
+serving side's warm-up, ``chat.Serving.warm``), then ``succeeded``, or ``failed`` with the error
+a chat request for it answers (:func:`record_load`). Any update of a failed deployment sets it
+back to ``creating`` to be loaded again (:func:`retry`); a server that starts loads those left
+``creating`` (:func:`list_creating`). Each change of status is an event.
+
 Invariants: one deployment per (project, name) and per (project, model_id), held by unique
 constraints; a deployed model cannot be deleted (``fine_tuned.delete_model``); a deployment of a
 checkpoint is only made once the job that wrote it has ended (a running job prunes checkpoints).
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -40,9 +46,11 @@ from tunesmith.fine_tuned import check_name, resolve_model
 from tunesmith.ids import new_id
 from tunesmith.protocol.deployments import (
     Deployment,
+    DeploymentError,
     DeploymentEvent,
     DeploymentEventType,
     DeploymentKeys,
+    DeploymentStatus,
     RateLimitsObject,
     RateLimitsRequest,
     RegeneratedKeys,
@@ -50,6 +58,7 @@ from tunesmith.protocol.deployments import (
 from tunesmith.protocol.jobs import ACTIVE
 from tunesmith.ratelimits import RateLimits
 from tunesmith.sealing import Sealer, Unsealable, slot
+from tunesmith.store.db import locked
 from tunesmith.store.pagination import page
 from tunesmith.store.tables import DeploymentEventRow, DeploymentRow, JobRow, ModelRow
 
@@ -97,8 +106,16 @@ def deployment_to_protocol(row: DeploymentRow, *, scoring_uri: str) -> Deploymen
             max_concurrent_requests=row.max_concurrent_requests,
         ),
         content_filter=row.content_filter,
+        status=cast(DeploymentStatus, row.status),
+        error=error_of(row),
         scoring_uri=scoring_uri,
     )
+
+
+def error_of(row: DeploymentRow) -> DeploymentError | None:
+    if row.error_code is None:
+        return None
+    return DeploymentError(code=row.error_code, message=row.error_message or "")
 
 
 def event_to_protocol(row: DeploymentEventRow) -> DeploymentEvent:
@@ -227,6 +244,7 @@ def create_deployment(
         created_at=now,
         updated_at=now,
         last_used_at=None,
+        status="creating",
         requests_per_minute=limits.requests_per_minute,
         tokens_per_minute=limits.tokens_per_minute,
         max_concurrent_requests=limits.max_concurrent_requests,
@@ -307,6 +325,63 @@ def update_deployment(
     row.updated_at = now
     _add_event(session, row, "updated", "Updated: " + "; ".join(changes) + ".", now=now)
     return row
+
+
+def retry(session: Session, *, row: DeploymentRow, now: int) -> bool:
+    """Sets a failed deployment back to ``creating`` (the caller loads its model again, as on
+    creation); True if it was failed. Any update of a failed deployment retries it."""
+    if row.status != "failed":
+        return False
+    _add_event(
+        session,
+        row,
+        "retried",
+        f"Retrying: loading {row.model_id} again (it had failed with {row.error_code}).",
+        now=now,
+    )
+    row.status, row.error_code, row.error_message = "creating", None, None
+    return True
+
+
+def record_load(
+    session: Session, *, deployment_id: str, error: DeploymentError | None, now: int
+) -> DeploymentRow | None:
+    """Records how loading a ``creating`` deployment's model ended: ``succeeded``, or
+    ``failed`` with ``error``, and an event saying so. A deployment that is no longer
+    ``creating`` keeps its status (a late outcome); None: it is gone (deleted, or removed as
+    idle, while its model was loading)."""
+    row = session.scalar(
+        locked(session, select(DeploymentRow).where(DeploymentRow.id == deployment_id))
+    )
+    if row is None or row.status != "creating":
+        return row
+    if error is None:
+        row.status = "succeeded"
+        _add_event(
+            session, row, "succeeded", f"Ready: {row.model_id} is loaded and serving.", now=now
+        )
+        return row
+    row.status, row.error_code, row.error_message = "failed", error.code, error.message
+    _add_event(
+        session,
+        row,
+        "failed",
+        f"Failed ({error.code}): {error.message} Fix the cause, then retry with "
+        f"PATCH /v1/deployments/{row.name}.",
+        now=now,
+    )
+    return row
+
+
+def list_creating(session: Session) -> list[DeploymentRow]:
+    """Every deployment (of any project) whose model is still to be loaded, oldest first."""
+    return list(
+        session.scalars(
+            select(DeploymentRow)
+            .where(DeploymentRow.status == "creating")
+            .order_by(DeploymentRow.created_at, DeploymentRow.id)
+        )
+    )
 
 
 def delete_deployment(session: Session, *, project_id: str, name: str, now: int) -> DeploymentRow:

@@ -90,6 +90,8 @@ def create_app(settings: Settings) -> FastAPI:
         task = asyncio.create_task(_sweep_forever(runtime))
         deliveries = asyncio.create_task(_deliver_forever(runtime))
         serving_runtime.engine.start()
+        # Deployments a previous run left creating (it stopped while loading them) load again.
+        reload = asyncio.create_task(run_in_threadpool(serving_runtime.warm_creating))
         stop_worker = threading.Event()
         worker_thread = None
         if worker is not None:
@@ -110,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop_task
             await warm
+            await reload
             await run_in_threadpool(serving_runtime.stop)
             engine.dispose()
 

@@ -19,7 +19,10 @@ COLUMNS = [
     ("created", "created_at"),
     ("last used", "last_used_at"),
 ]
-DETAIL_COLUMNS = [*COLUMNS, ("scoring uri", "scoring_uri")]
+REASON = ("reason", "error.message")
+"""Why a failed deployment's model cannot be served; last, since it is long."""
+LIST_COLUMNS = [*COLUMNS, REASON]
+DETAIL_COLUMNS = [*COLUMNS, ("scoring uri", "scoring_uri"), ("error", "error.code"), REASON]
 """``create`` and ``show``: one deployment, with the endpoint its clients call."""
 KEY_COLUMNS = [("primary", "primary_key"), ("secondary", "secondary_key")]
 
@@ -78,7 +81,7 @@ def create_command(args: argparse.Namespace) -> int:
 
 def list_command(args: argparse.Namespace) -> int:
     rows = all_pages(connect(args), "/v1/deployments")
-    emit(rows, COLUMNS, as_json=args.json)
+    emit(rows, LIST_COLUMNS, as_json=args.json)
     return 0
 
 

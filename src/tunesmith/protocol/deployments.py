@@ -19,7 +19,18 @@ RequestsPerMinute = Annotated[StrictInt, Field(ge=1, le=MAX_REQUESTS_PER_MINUTE)
 TokensPerMinute = Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS_PER_MINUTE)]
 ConcurrentRequests = Annotated[StrictInt, Field(ge=1, le=MAX_CONCURRENT_REQUESTS)]
 
-DeploymentEventType = Literal["created", "updated", "keys_regenerated", "deleted", "deleted_idle"]
+DeploymentEventType = Literal[
+    "created",
+    "succeeded",
+    "failed",
+    "retried",
+    "updated",
+    "keys_regenerated",
+    "deleted",
+    "deleted_idle",
+]
+DeploymentStatus = Literal["creating", "succeeded", "failed"]
+"""Azure's provisioning states (Creating, Succeeded, Failed), in OpenAI's lower case."""
 
 
 class RateLimitsObject(BaseModel):
@@ -40,6 +51,11 @@ class RateLimitsRequest(BaseModel):
     max_concurrent_requests: ConcurrentRequests | None = None
 
 
+class DeploymentError(BaseModel):
+    code: str
+    message: str
+
+
 class Deployment(BaseModel):
     id: str
     """``dep_…``"""
@@ -57,9 +73,13 @@ class Deployment(BaseModel):
     ``TUNESMITH_DEPLOYMENT_IDLE_SECONDS`` are removed."""
     rate_limits: RateLimitsObject
     content_filter: bool
-    status: Literal["succeeded"] = "succeeded"
-    """Azure's provisioning state: a deployment is callable as soon as it exists (the engine
-    loads the model on its first request)."""
+    status: DeploymentStatus
+    """``creating`` until its model is loaded and ready to serve (``succeeded``), or refused by
+    the engine (``failed``, with ``error``). A ``creating`` deployment is callable already: a
+    request waits for the load. Any update of a ``failed`` one loads its model again."""
+    error: DeploymentError | None = None
+    """Why the model cannot be served (null unless ``failed``): the code and message a chat
+    request for it answers, e.g. ``model_not_servable``."""
     scoring_uri: str
     """The deployment's serverless endpoint, absolute (``{public base URL}/endpoints/{project
     id}/{name}``): ``POST {scoring_uri}/v1/chat/completions`` calls this deployment, no

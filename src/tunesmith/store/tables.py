@@ -283,6 +283,9 @@ class DeploymentRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
     last_used_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    status: Mapped[str] = mapped_column(String(20))  # creating | succeeded | failed
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)  # when failed
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
     requests_per_minute: Mapped[int] = mapped_column(BigInteger)
     tokens_per_minute: Mapped[int] = mapped_column(BigInteger)
     max_concurrent_requests: Mapped[int] = mapped_column(Integer)
@@ -310,7 +313,7 @@ class DeploymentEventRow(Base):
     deployment_id: Mapped[str] = mapped_column(String(64))
     deployment_name: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[int] = mapped_column(BigInteger)
-    type: Mapped[str] = mapped_column(String(20))  # created | updated | keys_regenerated | deleted…
+    type: Mapped[str] = mapped_column(String(20))  # created | succeeded | failed | updated | …
     message: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (

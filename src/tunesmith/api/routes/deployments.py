@@ -72,7 +72,7 @@ def create_deployment(
         now=now(),
     )
     if runtime.serving is not None:  # weights and adapter loaded before the first request
-        background.add_task(runtime.serving.warm, principal.project_id, row.name)
+        background.add_task(runtime.serving.warm, row.id)
     return _out(row, runtime)
 
 
@@ -100,7 +100,11 @@ def retrieve_deployment(row: OwnedDeployment, runtime: RuntimeDep) -> Deployment
 
 @router.patch("/{deployment_name}", response_model=Deployment)
 def update_deployment(
-    body: UpdateDeploymentRequest, row: OwnersDeployment, session: SessionDep, runtime: RuntimeDep
+    body: UpdateDeploymentRequest,
+    row: OwnersDeployment,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    background: BackgroundTasks,
 ) -> Deployment:
     deployments.update_deployment(
         session,
@@ -109,6 +113,8 @@ def update_deployment(
         content_filter=body.content_filter,
         now=now(),
     )
+    if deployments.retry(session, row=row, now=now()) and runtime.serving is not None:
+        background.add_task(runtime.serving.warm, row.id)
     return _out(row, runtime)
 
 

@@ -1,8 +1,11 @@
-// Deployments: create one with a name, show and regenerate its keys, change its limits and
-// content filter, delete it; usage per deployment from /v1/usage.
+// Deployments: create one with a name, its status (creating until its model is loaded, then
+// succeeded, or failed with the reason and a retry), show and regenerate its keys, change its
+// limits and content filter, delete it; usage per deployment from /v1/usage.
 
 import { api } from "../api.js";
-import { act, copyButton, field, h, num, replace, toast, when } from "../dom.js";
+import { act, copyButton, errorBox, field, h, num, replace, statusBadge, toast, when } from "../dom.js";
+
+const POLL_MS = 1500;
 
 export async function render(main, _params, ctx) {
   const [models, deployments, usage] = await Promise.all([
@@ -12,6 +15,7 @@ export async function render(main, _params, ctx) {
   ]);
   const usageOf = new Map(usage.deployments.map((u) => [u.deployment, u]));
   const list = h("div", { id: "deployment-list", class: "stack" });
+  const redraws = new Map(); // name → redraws that deployment's status, after a poll
 
   function draw() {
     if (!deployments.length) {
@@ -96,6 +100,28 @@ export async function render(main, _params, ctx) {
       });
     });
     const owner = ctx.can("owner");
+    const badge = h("span", {});
+    const problem = h("div", {});
+    const retry = h("button", { type: "button", class: "small" }, "Retry");
+    retry.addEventListener("click", () =>
+      act(retry, errors, async () => {
+        // Any update of a failed deployment loads its model again.
+        Object.assign(dep, await api.patch(`/v1/deployments/${dep.name}`, {}));
+        drawStatus();
+        toast(`Loading ${dep.model_id} again.`);
+      }),
+    );
+    function drawStatus() {
+      replace(badge, statusBadge(dep.status));
+      const failed = dep.status === "failed" && dep.error;
+      replace(
+        problem,
+        failed ? errorBox({ plain: dep.error.message, code: dep.error.code }) : null,
+        failed && owner ? h("div", { class: "actions" }, retry) : null,
+      );
+    }
+    redraws.set(dep.name, drawStatus);
+    drawStatus();
     return h(
       "article",
       { class: "card deployment", dataset: { deployment: dep.name } },
@@ -103,6 +129,7 @@ export async function render(main, _params, ctx) {
         "div",
         { class: "title-row" },
         h("h2", {}, dep.name),
+        badge,
         h(
           "div",
           { class: "actions" },
@@ -124,6 +151,7 @@ export async function render(main, _params, ctx) {
           ["Hosted", u ? `${u.hosting_hours.toFixed(2)} h` : "—"],
         ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
       ),
+      problem,
       keys,
       owner
         ? h("details", {}, h("summary", {}, "Limits and content filter"), settings)
@@ -194,6 +222,18 @@ export async function render(main, _params, ctx) {
   );
   draw();
   if (wanted) name.focus();
-  return null;
+  // Follow the deployments whose model is loading until they succeed or fail.
+  const timer = setInterval(async () => {
+    for (const dep of deployments.filter((d) => d.status === "creating")) {
+      try {
+        Object.assign(dep, await api.get(`/v1/deployments/${dep.name}`));
+      } catch {
+        continue; // gone, or the server is away: the next tick tries again
+      }
+      const redraw = redraws.get(dep.name);
+      if (redraw) redraw();
+    }
+  }, POLL_MS);
+  return () => clearInterval(timer);
 }
 
