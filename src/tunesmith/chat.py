@@ -3,7 +3,7 @@
 ::
 
     open_call (worker thread)                         events (event loop)
-      deployment ◄─ deployments.resolve_target          engine.submit ─► sinks ─► asyncio.Queue
+      deployment ◄─ routing.resolve_target              engine.submit ─► sinks ─► asyncio.Queue
       weights + adapter ─► engine.prepare                 each delta: completion filter, then out
       model's own template ─► prompt tokens             all choices done: usage metered, limiter
       context check ─► rate limits ─► prompt filter        told the real token count
@@ -30,13 +30,14 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from tunesmith import deployments, tool_use, usage
+from tunesmith import tool_use, usage
 from tunesmith.auth import Principal
 from tunesmith.catalog.models import ModelUnavailable, materialize
 from tunesmith.catalog.spec import CHAT_COMPLETION, TEXT_GENERATION
 from tunesmith.data import messages as data_messages
 from tunesmith.data.tool_calls import CallReader, ParsedCall, Piece
-from tunesmith.deployments import ServingTarget
+from tunesmith.deployments.routing import ServingTarget, resolve_target
+from tunesmith.deployments.status import list_creating, record_load
 from tunesmith.errors import InvalidRequest, ServerError, TunesmithError
 from tunesmith.ids import new_id
 from tunesmith.protocol.chat import ChatCompletionRequest, CompletionRequest, FinishReason
@@ -210,7 +211,7 @@ class Serving:
             else tool_use.NOT_REQUESTED
         )
         with transaction(self.sessions) as session:
-            target = deployments.resolve_target(session, principal, request.model, now=now)
+            target = resolve_target(session, principal, request.model, now=now)
             owner = _weights_owner(session, target)
         # Outside the transaction: the first request for a GGUF model waits for its conversion.
         source, folder = _source_of(target, owner, self.settings)
@@ -305,7 +306,7 @@ class Serving:
 
     def warm(self, deployment_id: str) -> None:
         """Loads a ``creating`` deployment's weights, adapter and tokenizer ahead of its first
-        request, and records how that ended as its status (``deployments.record_load``):
+        request, and records how that ended as its status (``deployments.status.record_load``):
         ``succeeded``, or ``failed`` with the error a chat request for it answers. Requests
         meanwhile load on their own (waiting for the same conversion) and report any failure
         as before. A deployment deleted meanwhile records nothing."""
@@ -315,7 +316,7 @@ class Serving:
                 row = session.get(DeploymentRow, deployment_id)
                 if row is None:
                     return
-                target = deployments.resolve_target(
+                target = resolve_target(
                     session,
                     Principal("warm-up", row.project_id, "reader"),
                     row.name,
@@ -336,9 +337,7 @@ class Serving:
             )
         try:
             with transaction(self.sessions) as session:
-                deployments.record_load(
-                    session, deployment_id=deployment_id, error=error, now=int(time.time())
-                )
+                record_load(session, deployment_id=deployment_id, error=error, now=int(time.time()))
         except Exception:  # off the request path: nobody to answer; it stays creating
             log.exception("recording the status of deployment %s failed", deployment_id)
 
@@ -347,7 +346,7 @@ class Serving:
         while loading), one after the other; ``succeeded`` ones load on their first request."""
         try:
             with transaction(self.sessions) as session:
-                waiting = [row.id for row in deployments.list_creating(session)]
+                waiting = [row.id for row in list_creating(session)]
             for deployment_id in waiting:
                 self.warm(deployment_id)
         except Exception:  # the server runs on; each deployment still loads on its first request
