@@ -294,7 +294,7 @@ def test_a_failed_deployment_goes_when_idle_and_a_late_outcome_records_nothing(
     with transaction(runtime.sessions) as session:
         late = record_load(session, deployment_id=failed["id"], error=None, now=later)
     assert late is None
-    runtime.serving.warm(failed["id"])
+    runtime.serving.models.warm(failed["id"])
     assert [e["type"] for e in events(http, "odd")] == ["created", "failed", "deleted_idle"]
 
 

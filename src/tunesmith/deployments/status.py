@@ -1,5 +1,5 @@
 """A deployment's status: ``creating`` until its model has been loaded, off the request path
-(the serving side's warm-up, ``chat.Serving.warm``), then ``succeeded``, or
+(the serving side's warm-up, ``served_models.ServedModels.warm``), then ``succeeded``, or
 ``failed`` with the error a chat request for it answers (:func:`record_load`).
 
 Any update of a failed deployment sets it back to ``creating`` to be loaded again

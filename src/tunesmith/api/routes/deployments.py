@@ -69,7 +69,7 @@ def create_deployment(
         now=now(),
     )
     if runtime.serving is not None:  # weights and adapter loaded before the first request
-        background.add_task(runtime.serving.warm, row.id)
+        background.add_task(runtime.serving.models.warm, row.id)
     return _out(row, runtime)
 
 
@@ -111,7 +111,7 @@ def update_deployment(
         now=now(),
     )
     if status.retry(session, row=row, now=now()) and runtime.serving is not None:
-        background.add_task(runtime.serving.warm, row.id)
+        background.add_task(runtime.serving.models.warm, row.id)
     return _out(row, runtime)
 
 
