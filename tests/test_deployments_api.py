@@ -26,10 +26,13 @@ from tests.conftest import (
 from tests.helpers import training_file, wait_for_deployment, wait_for_job
 from tests.test_chat_api import adapter_model
 from tests.test_jobs_api import add_key, create, upload
-from tunesmith import deployments, housekeeping
+from tunesmith import housekeeping
 from tunesmith.api.app import create_app
 from tunesmith.auth import Principal, authenticate
 from tunesmith.catalog.spec import BUNDLED
+from tunesmith.deployments.routing import resolve_target
+from tunesmith.deployments.service import create_deployment
+from tunesmith.deployments.status import record_load
 from tunesmith.errors import AuthenticationError, NotFound
 from tunesmith.ratelimits import RateLimits
 from tunesmith.store.db import transaction
@@ -105,7 +108,7 @@ def sign_in(live: LiveServer, secret: str) -> Principal:
 
 def resolve(live: LiveServer, principal: Principal, model: str, now: int | None = None) -> Any:
     with transaction(live.app.state.runtime.sessions) as session:
-        return deployments.resolve_target(
+        return resolve_target(
             session, principal, model, now=int(time.time()) if now is None else now
         )
 
@@ -254,7 +257,7 @@ def test_a_restarted_server_loads_the_deployments_it_left_creating(
         assert done["status"] == "succeeded"
         # The process dies right after "cut" was created, before its model was loaded.
         with transaction(first.state.runtime.sessions) as session:
-            deployments.create_deployment(
+            create_deployment(
                 session,
                 project_id="proj_default",
                 name="cut",
@@ -289,9 +292,9 @@ def test_a_failed_deployment_goes_when_idle_and_a_late_outcome_records_nothing(
     assert swept.deployments == [failed["id"]]
     # A warm-up that ends after its deployment went (started before, or after) records nothing.
     with transaction(runtime.sessions) as session:
-        late = deployments.record_load(session, deployment_id=failed["id"], error=None, now=later)
+        late = record_load(session, deployment_id=failed["id"], error=None, now=later)
     assert late is None
-    runtime.serving.warm(failed["id"])
+    runtime.serving.models.warm(failed["id"])
     assert [e["type"] for e in events(http, "odd")] == ["created", "failed", "deleted_idle"]
 
 

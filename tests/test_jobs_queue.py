@@ -230,8 +230,8 @@ def test_an_expired_file_waits_for_the_unfinished_job_that_reads_it(
 def test_a_base_model_in_use_cannot_leave_the_catalog(
     sessions: sessionmaker[Session], tmp_path: Path, toy_model_dir: Path
 ) -> None:
-    from tunesmith import deployments
     from tunesmith.catalog.base_models import register_base_model, remove_base_model
+    from tunesmith.deployments.service import create_deployment, delete_deployment
     from tunesmith.ratelimits import RateLimits
     from tunesmith.sealing import Sealer
     from tunesmith.store.tables import ModelRow
@@ -267,7 +267,7 @@ def test_a_base_model_in_use_cannot_leave_the_catalog(
         remove_base_model(s, "toy")
     with transaction(sessions) as session:
         session.delete(session.get(ModelRow, "ft:toy:default::trainer"))
-        deployments.create_deployment(
+        create_deployment(
             session,
             project_id=DEFAULT_PROJECT_ID,
             name="toy-live",
@@ -281,8 +281,6 @@ def test_a_base_model_in_use_cannot_leave_the_catalog(
     with pytest.raises(Conflict, match="deployed as 'toy-live'"), transaction(sessions) as s:
         remove_base_model(s, "toy")
     with transaction(sessions) as session:
-        deployments.delete_deployment(
-            session, project_id=DEFAULT_PROJECT_ID, name="toy-live", now=int(NOW)
-        )
+        delete_deployment(session, project_id=DEFAULT_PROJECT_ID, name="toy-live", now=int(NOW))
     with transaction(sessions) as session:
         remove_base_model(session, "toy")  # nothing uses it any more

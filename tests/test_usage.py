@@ -33,10 +33,12 @@ from tests.test_jobs_api import (
     wait_for_metrics,
 )
 from tests.test_jobs_faults import job_row
-from tunesmith import deployments, usage
+from tunesmith import usage
 from tunesmith.api.app import create_app
 from tunesmith.auth import authenticate
 from tunesmith.catalog.spec import BUNDLED
+from tunesmith.deployments.routing import resolve_target
+from tunesmith.deployments.service import create_deployment, delete_deployment
 from tunesmith.ratelimits import RateLimits
 from tunesmith.settings import Prices
 from tunesmith.store.db import transaction
@@ -86,7 +88,7 @@ def by_name(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def deploy_at(live: LiveServer, name: str, model: str, now: int) -> str:
     with transaction(live.app.state.runtime.sessions) as session:
-        row = deployments.create_deployment(
+        row = create_deployment(
             session,
             project_id="proj_default",
             name=name,
@@ -105,7 +107,7 @@ def serve(live: LiveServer, model: str, prompt: int, completion: int, now: int, 
     runtime = live.app.state.runtime
     with transaction(runtime.sessions) as session:
         principal = authenticate(session, ADMIN_KEY, admin_key_hash=runtime.admin_key_hash, now=now)
-        target = deployments.resolve_target(session, principal, model, now=now)
+        target = resolve_target(session, principal, model, now=now)
         usage.record_request(
             session,
             deployment=target.deployment,
@@ -127,9 +129,7 @@ def history(priced: LiveServer) -> tuple[LiveServer, int, dict[str, str]]:
     serve(priced, "beta", 10, 1, t + HOUR + 100, "chat")
     serve(priced, "alpha", 1000, 200, t + 2 * HOUR, "chat")
     with transaction(priced.app.state.runtime.sessions) as session:
-        deployments.delete_deployment(
-            session, project_id="proj_default", name="beta", now=t + 3 * HOUR
-        )
+        delete_deployment(session, project_id="proj_default", name="beta", now=t + 3 * HOUR)
     return priced, t, ids
 
 

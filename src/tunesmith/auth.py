@@ -4,7 +4,7 @@ A key is ``tsk-`` plus 43 random characters, shown once and stored only as its S
 keys are random, so a slow hash adds nothing). The admin key manages projects and keys and acts
 as owner in the ``default`` project. Roles rank ``reader < contributor < owner < admin``.
 
-A deployment key (``tsd-…``, ``deployments.py``) authenticates too, by its SHA-256 alone (its
+A deployment key (``tsd-…``, ``deployments/keys.py``) authenticates too, by its SHA-256 alone (its
 sealed copy, for ``GET …/keys``, is never read here), as a principal bound to its deployment: it
 may call chat completions on that deployment and nothing else, which :meth:`Principal.require`
 (the gate of every other route) enforces once.
@@ -97,7 +97,7 @@ def authenticate(
 
 def _deployment_principal(session: Session, secret: str, digest: str) -> Principal:
     """A deployment key's principal: role reader, bound to its deployment. (The deployment's
-    ``last_used_at`` is touched when it serves, by ``deployments.resolve_target``.)"""
+    ``last_used_at`` is touched when it serves, by ``deployments.routing.resolve_target``.)"""
     deployment = session.scalar(
         select(DeploymentRow).where(
             (DeploymentRow.primary_key_hash == digest)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from tunesmith.auth import Principal
-from tunesmith.deployments import get_deployment
+from tunesmith.deployments.service import get_deployment
 from tunesmith.errors import AuthenticationError
 from tunesmith.store.tables import DeploymentRow
 

@@ -2,7 +2,7 @@
 their parts, temporary files abandoned by a crash are removed, bytes that no file row owns (a
 crash between placing them and committing, or between a deletion's commit and their removal)
 are removed once older than ``ORPHAN_GRACE_SECONDS``, and deployments idle for longer than the
-server allows are deleted (``deployments.remove_idle``)."""
+server allows are deleted (``deployments.service.remove_idle``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tunesmith.deployments import remove_idle
+from tunesmith.deployments.service import remove_idle
 from tunesmith.files import expire_files, stranded_blobs
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import transaction

@@ -91,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         deliveries = asyncio.create_task(_deliver_forever(runtime))
         serving_runtime.engine.start()
         # Deployments a previous run left creating (it stopped while loading them) load again.
-        reload = asyncio.create_task(run_in_threadpool(serving_runtime.warm_creating))
+        reload = asyncio.create_task(run_in_threadpool(serving_runtime.models.warm_creating))
         stop_worker = threading.Event()
         worker_thread = None
         if worker is not None:

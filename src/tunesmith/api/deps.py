@@ -108,8 +108,8 @@ Contributor = Annotated[Principal, Depends(require("contributor"))]
 Owner = Annotated[Principal, Depends(require("owner"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 ChatCaller = Annotated[Principal, Depends(get_principal)]
-"""A project key of any role, or a deployment key (``deployments.resolve_target`` then holds it
-to its own deployment)."""
+"""A project key of any role, or a deployment key (``deployments.routing.resolve_target`` then holds
+it to its own deployment)."""
 
 
 PAGE_SIZE = 100

@@ -266,12 +266,12 @@ class WebhookDeliveryRow(Base):
 
 
 class DeploymentRow(Base):
-    """A deployed model (``deployments.py``): the name chat requests use, its limits, its filter
-    switch and its two keys. ``model`` is what the caller sent; ``model_id`` the concrete model
-    it resolved to (a fine-tuned model or checkpoint id, or a catalog base model id). Of each key
-    only its SHA-256 hash, which authenticates, and a copy sealed under the installation's
-    key-encryption key (``sealing.py``), which ``GET …/keys`` opens to show it again as Azure
-    does, are kept; never the key itself."""
+    """A deployed model (``deployments/service.py``): the name chat requests use, its limits,
+    its filter switch and its two keys. ``model`` is what the caller sent; ``model_id`` the
+    concrete model it resolved to (a fine-tuned model or checkpoint id, or a catalog base model
+    id). Of each key only its SHA-256 hash, which authenticates, and a copy sealed under the
+    installation's key-encryption key (``sealing.py``), which ``GET …/keys`` opens to show it
+    again as Azure does, are kept (``deployments/keys.py``); never the key itself."""
 
     __tablename__ = "deployments"
 

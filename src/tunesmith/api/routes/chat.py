@@ -2,8 +2,9 @@
 events ending ``data: [DONE]``; and Azure OpenAI's deployment paths
 (``/openai/deployments/{name}/chat/completions``), where the path names the deployment.
 
-The body is read with a size cap and parsed strictly; the service does the rest
-(:mod:`tunesmith.chat`); this module only shapes its deltas into OpenAI's objects.
+The body is read with a size cap and parsed strictly; the services do the rest
+(:mod:`tunesmith.chat` opens the call, :mod:`tunesmith.generation` runs it); this module only
+shapes its deltas into OpenAI's objects.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from starlette.concurrency import run_in_threadpool
 
 from tunesmith.api.body import LimitedBody, json_object
 from tunesmith.api.deps import ChatCaller, RuntimeDep
-from tunesmith.chat import Call, Delta, Serving, ToolCall
+from tunesmith.chat import Call, Serving
 from tunesmith.errors import (
     ServerError,
     ServiceUnavailable,
     TunesmithError,
 )
+from tunesmith.generation import Delta, ToolCall, generate
 from tunesmith.protocol.chat import (
     ChatChoice,
     ChatCompletion,
@@ -90,7 +92,7 @@ async def _answer(
     include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
     if parsed.stream:
         events = _chat_events if call.kind == "chat" else _completion_events
-        deltas = await _started(serving.generate(call))
+        deltas = await _started(generate(serving, call))
         return StreamingResponse(
             _sse(events(call, deltas, include_usage)),
             media_type="text/event-stream",
@@ -99,7 +101,7 @@ async def _answer(
     texts = [""] * len(call.params)
     calls: list[list[ToolCall]] = [[] for _ in call.params]
     reasons: list[Any] = [None] * len(call.params)
-    async for delta in serving.generate(call):
+    async for delta in generate(serving, call):
         texts[delta.index] += delta.text
         if delta.tool_call is not None:
             calls[delta.index].append(delta.tool_call)

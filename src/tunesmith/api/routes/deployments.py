@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends
 
-from tunesmith import deployments, endpoints
+from tunesmith import endpoints
 from tunesmith.api.deps import Owner, PageLimit, Reader, Runtime, RuntimeDep, SessionDep, now
+from tunesmith.deployments import events, keys, service, status
 from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.deployments import (
     CreateDeploymentRequest,
@@ -27,15 +28,11 @@ router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
 
 
 def owned_deployment(deployment_name: str, principal: Reader, session: SessionDep) -> DeploymentRow:
-    return deployments.get_deployment(
-        session, project_id=principal.project_id, name=deployment_name
-    )
+    return service.get_deployment(session, project_id=principal.project_id, name=deployment_name)
 
 
 def owner_deployment(deployment_name: str, principal: Owner, session: SessionDep) -> DeploymentRow:
-    return deployments.get_deployment(
-        session, project_id=principal.project_id, name=deployment_name
-    )
+    return service.get_deployment(session, project_id=principal.project_id, name=deployment_name)
 
 
 OwnedDeployment = Annotated[DeploymentRow, Depends(owned_deployment)]
@@ -44,7 +41,7 @@ OwnersDeployment = Annotated[DeploymentRow, Depends(owner_deployment)]
 
 def _out(row: DeploymentRow, runtime: Runtime) -> Deployment:
     public = runtime.settings.resolved_public_base_url()
-    return deployments.deployment_to_protocol(row, scoring_uri=endpoints.scoring_uri(public, row))
+    return service.deployment_to_protocol(row, scoring_uri=endpoints.scoring_uri(public, row))
 
 
 @router.post("", response_model=Deployment)
@@ -56,7 +53,7 @@ def create_deployment(
     background: BackgroundTasks,
 ) -> Deployment:
     settings = runtime.settings
-    row = deployments.create_deployment(
+    row = service.create_deployment(
         session,
         project_id=principal.project_id,
         name=body.name,
@@ -72,7 +69,7 @@ def create_deployment(
         now=now(),
     )
     if runtime.serving is not None:  # weights and adapter loaded before the first request
-        background.add_task(runtime.serving.warm, row.id)
+        background.add_task(runtime.serving.models.warm, row.id)
     return _out(row, runtime)
 
 
@@ -85,7 +82,7 @@ def list_deployments(
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> ListPage[Deployment]:
-    rows, has_more = deployments.list_deployments(
+    rows, has_more = service.list_deployments(
         session, project_id=principal.project_id, after=after, limit=limit, order=order
     )
     return ListPage.of(
@@ -106,15 +103,15 @@ def update_deployment(
     runtime: RuntimeDep,
     background: BackgroundTasks,
 ) -> Deployment:
-    deployments.update_deployment(
+    service.update_deployment(
         session,
         row=row,
         rate_limits=body.rate_limits,
         content_filter=body.content_filter,
         now=now(),
     )
-    if deployments.retry(session, row=row, now=now()) and runtime.serving is not None:
-        background.add_task(runtime.serving.warm, row.id)
+    if status.retry(session, row=row, now=now()) and runtime.serving is not None:
+        background.add_task(runtime.serving.models.warm, row.id)
     return _out(row, runtime)
 
 
@@ -122,7 +119,7 @@ def update_deployment(
 def delete_deployment(
     deployment_name: str, principal: Owner, session: SessionDep
 ) -> DeploymentDeleted:
-    row = deployments.delete_deployment(
+    row = service.delete_deployment(
         session, project_id=principal.project_id, name=deployment_name, now=now()
     )
     return DeploymentDeleted(id=row.id, name=row.name)
@@ -137,7 +134,7 @@ def list_deployment_events(
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> ListPage[DeploymentEvent]:
-    rows, has_more = deployments.list_events(
+    rows, has_more = events.list_events(
         session,
         project_id=principal.project_id,
         name=deployment_name,
@@ -146,7 +143,7 @@ def list_deployment_events(
         order=order,
     )
     return ListPage.of(
-        [deployments.event_to_protocol(r) for r in rows],
+        [events.event_to_protocol(r) for r in rows],
         has_more=has_more,
         ids=[r.id for r in rows],
     )
@@ -154,13 +151,13 @@ def list_deployment_events(
 
 @router.get("/{deployment_name}/keys", response_model=DeploymentKeys)
 def get_deployment_keys(row: OwnersDeployment, runtime: RuntimeDep) -> DeploymentKeys:
-    return deployments.keys_to_protocol(row, runtime.sealer)
+    return keys.keys_to_protocol(row, runtime.sealer)
 
 
 @router.post("/{deployment_name}/keys/regenerate", response_model=RegeneratedKeys)
 def regenerate_deployment_key(
     body: RegenerateKeyRequest, row: OwnersDeployment, session: SessionDep, runtime: RuntimeDep
 ) -> RegeneratedKeys:
-    return deployments.regenerate_key(
+    return keys.regenerate_key(
         session, row=row, key_name=body.key_name, sealer=runtime.sealer, now=now()
     )
