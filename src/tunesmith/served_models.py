@@ -64,11 +64,7 @@ class ServedModels:
         try:
             self.engine.prepare(source)
         except ValueError as exc:  # an architecture or adapter the engine cannot run
-            raise InvalidRequest(
-                f"{model_id} cannot be served: {exc}.",
-                param="model",
-                code="model_not_servable",
-            ) from None
+            raise _not_servable(model_id, f"{exc}.") from None
 
     def warm(self, deployment_id: str) -> None:
         """Loads a ``creating`` deployment's weights, adapter and tokenizer ahead of its first
@@ -155,12 +151,16 @@ def _source_of(
         try:
             weights = materialize(target.base, settings.model_cache_dir())
         except ModelUnavailable as exc:
-            raise InvalidRequest(
-                f"{target.deployment.model_id} cannot be served: {exc}",
-                param="model",
-                code="model_not_servable",
-            ) from None
+            raise _not_servable(target.deployment.model_id, str(exc)) from None
     if row is None:
         return ModelSource(weights), weights
     path = Path(row.path)
     return ModelSource(weights, path), path
+
+
+def _not_servable(model_id: str, reason: str) -> InvalidRequest:
+    """The error of a model the engine cannot serve: what a chat request for it answers, and
+    what a deployment of it records as its ``failed`` status."""
+    return InvalidRequest(
+        f"{model_id} cannot be served: {reason}", param="model", code="model_not_servable"
+    )
