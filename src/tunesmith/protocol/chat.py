@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tunesmith.protocol.common import OrAbsent
+from tunesmith.protocol.fields import OrAbsent
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 

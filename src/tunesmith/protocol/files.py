@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from tunesmith.protocol.common import OrAbsent
+from tunesmith.protocol.fields import OrAbsent
 
 FilePurpose = Literal[
     "fine-tune", "fine-tune-results", "assistants", "batch", "vision", "user_data", "evals"

@@ -10,7 +10,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field
 
-from tunesmith.protocol.common import OrAbsent
+from tunesmith.protocol.fields import OrAbsent
 
 JobStatus = Literal[
     "validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"

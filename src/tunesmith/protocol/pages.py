@@ -1,24 +1,12 @@
-"""Shapes shared by every resource: cursor pages, the error envelope, and ``OrAbsent``."""
+"""A page of a list: ``ListPage``, the shape every list route answers."""
 
 from __future__ import annotations
 
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 T = TypeVar("T")
-
-
-def _is_none(value: object) -> bool:
-    return value is None
-
-
-OrAbsent = Annotated[T | None, Field(exclude_if=_is_none)]
-"""A field left out of the JSON while it is None, for the fields OpenAI's schema types without
-null (a file's ``expires_at`` is an integer when present): ``expires_at: OrAbsent[int] = None``.
-A plain ``X | None`` field is sent as null, as the schema requires of the fields it makes
-nullable and required (a stream chunk's ``finish_reason``). Never ``exclude_none``: it drops
-both."""
 
 
 class ListPage(BaseModel, Generic[T]):
@@ -38,16 +26,3 @@ class ListPage(BaseModel, Generic[T]):
             last_id=ids[-1] if ids else None,
             has_more=has_more,
         )
-
-
-class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class ErrorResponse(BaseModel):
-    """The OpenAI error envelope: ``{"error": {"message", "type", "param", "code"}}``."""
-
-    error: ErrorBody

@@ -10,7 +10,6 @@ from fastapi import APIRouter, BackgroundTasks, Depends
 from tunesmith import endpoints
 from tunesmith.api.deps import Owner, PageLimit, Reader, Runtime, RuntimeDep, SessionDep, now
 from tunesmith.deployments import events, keys, service, status
-from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.deployments import (
     CreateDeploymentRequest,
     Deployment,
@@ -21,6 +20,7 @@ from tunesmith.protocol.deployments import (
     RegenerateKeyRequest,
     UpdateDeploymentRequest,
 )
+from tunesmith.protocol.pages import ListPage
 from tunesmith.ratelimits import RateLimits
 from tunesmith.store.tables import DeploymentRow
 

@@ -14,8 +14,8 @@ from tunesmith import files
 from tunesmith.api.deps import Contributor, FilePageLimit, Reader, RuntimeDep, SessionDep, now
 from tunesmith.api.multipart import ReceivedForm, receive_form
 from tunesmith.errors import InvalidRequest
-from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.files import FileDeleted, FileObject, FileValidation
+from tunesmith.protocol.pages import ListPage
 from tunesmith.settings import Settings
 from tunesmith.store.db import transaction
 from tunesmith.store.tables import FileRow

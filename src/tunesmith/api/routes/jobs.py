@@ -14,8 +14,8 @@ from tunesmith.auth import Principal
 from tunesmith.errors import InvalidRequest
 from tunesmith.jobs import service
 from tunesmith.jobs.spec import check_metadata, parse_job_request
-from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.jobs import Job, JobCheckpoint, JobEvent
+from tunesmith.protocol.pages import ListPage
 from tunesmith.store.tables import JobRow
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])

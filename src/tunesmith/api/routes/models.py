@@ -9,8 +9,8 @@ from fastapi import APIRouter, BackgroundTasks
 
 from tunesmith import fine_tuned
 from tunesmith.api.deps import Owner, Reader, RuntimeDep, SessionDep
-from tunesmith.protocol.common import ListPage
 from tunesmith.protocol.models import Model, ModelDeleted
+from tunesmith.protocol.pages import ListPage
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

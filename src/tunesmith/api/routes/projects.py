@@ -7,7 +7,7 @@ from fastapi import APIRouter
 
 from tunesmith import projects
 from tunesmith.api.deps import Admin, PageLimit, Reader, SessionDep, now
-from tunesmith.protocol.common import ListPage
+from tunesmith.protocol.pages import ListPage
 from tunesmith.protocol.projects import (
     CreateApiKeyRequest,
     CreateProjectRequest,

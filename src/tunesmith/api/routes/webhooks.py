@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 
 from tunesmith import webhooks
 from tunesmith.api.deps import Owner, PageLimit, Reader, SessionDep, now
-from tunesmith.protocol.common import ListPage
+from tunesmith.protocol.pages import ListPage
 from tunesmith.protocol.webhooks import (
     CreateWebhookEndpointRequest,
     DeletedWebhookEndpoint,
