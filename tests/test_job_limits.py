@@ -5,6 +5,7 @@ operator's bounds on the options that size a job's memory, each refusal naming i
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,28 @@ def test_a_project_has_at_most_its_cap_of_active_jobs(server: LiveServer) -> Non
     server.client(key).fine_tuning.jobs.cancel(jobs[0])  # a finished job frees its place
     assert post_job(server, key, training).status_code == 200
     assert_refused(post_job(server, key, training), 429, None)
+
+
+def test_racing_creates_never_pass_the_cap(server: LiveServer) -> None:
+    """Eight creates at once, two places left: the project's row lock lets exactly two in."""
+    key = key_for(server, "contributor")
+    training = upload(server, key)
+    assert post_job(server, key, training).status_code == 200
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def create() -> None:
+        barrier.wait()
+        statuses.append(post_job(server, key, training).status_code)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200] * (CAP - 1) + [429] * (8 - CAP + 1)
+    with server.http(key) as http:
+        assert len(http.get("/v1/fine_tuning/jobs").json()["data"]) == CAP
 
 
 def test_resuming_a_paused_job_needs_room_too(server: LiveServer) -> None:
