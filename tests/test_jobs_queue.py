@@ -235,6 +235,15 @@ def test_a_held_lease_blocks_until_it_expires(sessions: sessionmaker[Session]) -
         assert (job.lease_owner, job.lease_expires_at) == ("me:2:y", NOW + 41)
 
 
+def test_a_worker_never_claims_its_own_job_again(sessions: sessionmaker[Session]) -> None:
+    """Its lease lapsed (a slow heartbeat), but the job is still the worker's own, running in
+    its process: claiming it again would start a second trainer."""
+    add_job(sessions, "mine", status="running", owner="host:1:a", expires=NOW - 1)
+    assert claim(sessions, owner="host:1:a") is None
+    other = claim(sessions, owner="host:2:b")
+    assert other is not None and other.job_id == "mine"
+
+
 def test_renew_extends_only_the_owners_leases(sessions: sessionmaker[Session]) -> None:
     add_job(sessions, "mine", status="running", owner="me:1:a", expires=NOW + 1)
     add_job(sessions, "theirs", status="running", owner="them:1:b", expires=NOW + 1)

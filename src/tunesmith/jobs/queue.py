@@ -91,7 +91,7 @@ def claim(
             for row in session.execute(_held_here(statuses, owner, now))
             if owner_is_dead(row[2])
         ]
-        candidates = [*orphans, *session.execute(_free(statuses, now, priority_ceiling))]
+        candidates = [*orphans, *session.execute(_free(statuses, owner, now, priority_ceiling))]
     for job_id, status, held_by in candidates:
         values: dict[str, object] = {"lease_owner": owner, "lease_expires_at": now + lease_seconds}
         if start:
@@ -134,8 +134,9 @@ def _held_here(statuses: Collection[str], owner: str, now: float) -> Any:
     )
 
 
-def _free(statuses: Collection[str], now: float, priority_ceiling: int) -> Any:
-    """The first :data:`CANDIDATES` rows without a live lease, in the fair order."""
+def _free(statuses: Collection[str], owner: str, now: float, priority_ceiling: int) -> Any:
+    """The first :data:`CANDIDATES` rows without a live lease, in the fair order; never the
+    claimer's own (being validated or run by it right now, even if its lease lapsed)."""
     free = (
         select(
             JobRow.id,
@@ -164,6 +165,7 @@ def _free(statuses: Collection[str], now: float, priority_ceiling: int) -> Any:
                 JobRow.lease_expires_at.is_(None),
                 JobRow.lease_expires_at <= now,
             ),
+            or_(JobRow.lease_owner.is_(None), JobRow.lease_owner != owner),
         )
         .subquery()
     )
