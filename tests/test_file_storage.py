@@ -28,15 +28,18 @@ from tunesmith.auth import DEFAULT_PROJECT_ID, ensure_default_project
 from tunesmith.catalog.spec import BUNDLED
 from tunesmith.data.validate import ValidationReport
 from tunesmith.errors import Conflict, InvalidRequest, NotFound
+from tunesmith.jobs.limits import JobLimits
 from tunesmith.jobs.service import create_job
 from tunesmith.jobs.spec import parse_job_request
 from tunesmith.protocol.jobs import ACTIVE
+from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine, make_session_factory, transaction
 from tunesmith.store.migrate import upgrade_to_head
 from tunesmith.store.tables import FileRow, JobRow
 
 NOW = 1_700_000_000
+LIMITS = JobLimits.from_settings(Settings(home=Path("/nonexistent")))  # the defaults
 OLD = time.time() - 2 * housekeeping.ORPHAN_GRACE_SECONDS
 
 
@@ -263,7 +266,7 @@ def _waits_for_lock(store: Store, pid: int) -> bool:
 
 def make_job(session: Session, file_id: str) -> None:
     request = parse_job_request({"model": BUNDLED.id, "training_file": file_id, "seed": 1})
-    create_job(session, DEFAULT_PROJECT_ID, request, now=NOW)
+    create_job(session, DEFAULT_PROJECT_ID, request, now=NOW, limits=LIMITS)
 
 
 def assert_no_active_job_lost_its_file(store: Store, file_id: str) -> None:

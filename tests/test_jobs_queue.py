@@ -21,9 +21,10 @@ from tunesmith.jobs import queue
 from tunesmith.jobs.states import TRANSITIONS, next_status
 from tunesmith.store.db import make_engine, make_session_factory, transaction
 from tunesmith.store.migrate import upgrade_to_head
-from tunesmith.store.tables import JobRow
+from tunesmith.store.tables import JobRow, ProjectRow
 
 NOW = 1_700_000_000.0
+CEILING = 10  # the settings' job_priority_ceiling: above it (admins only) runs across projects
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -47,6 +48,7 @@ def add_job(
     sessions: sessionmaker[Session],
     job_id: str,
     *,
+    project: str = DEFAULT_PROJECT_ID,
     status: str = "queued",
     priority: int = 0,
     queued_at: float = NOW,
@@ -57,7 +59,7 @@ def add_job(
         session.add(
             JobRow(
                 id=job_id,
-                project_id=DEFAULT_PROJECT_ID,
+                project_id=project,
                 created_at=int(NOW),
                 model="m",
                 base_model="m",
@@ -77,10 +79,30 @@ def add_job(
         )
 
 
-def claim(sessions: sessionmaker[Session], owner: str = "host:1:a") -> queue.Claim | None:
+def claim(
+    sessions: sessionmaker[Session], owner: str = "host:1:a", now: float = NOW
+) -> queue.Claim | None:
     return queue.claim(
-        sessions, owner=owner, statuses=("queued", "running"), lease_seconds=30, now=NOW, start=True
+        sessions,
+        owner=owner,
+        statuses=("queued", "running"),
+        lease_seconds=30,
+        now=now,
+        start=True,
+        priority_ceiling=CEILING,
     )
+
+
+def add_project(sessions: sessionmaker[Session], project_id: str) -> None:
+    with transaction(sessions) as session:
+        session.add(ProjectRow(id=project_id, name=project_id, created_at=int(NOW)))
+
+
+def finish(sessions: sessionmaker[Session], job_id: str) -> None:
+    with transaction(sessions) as session:
+        job = session.get(JobRow, job_id)
+        assert job is not None
+        job.status, job.lease_owner, job.lease_expires_at = "succeeded", None, None
 
 
 def test_higher_priority_first_then_first_in_first_out(sessions: sessionmaker[Session]) -> None:
@@ -94,6 +116,68 @@ def test_higher_priority_first_then_first_in_first_out(sessions: sessionmaker[Se
         assert job is not None
         assert (job.status, job.attempt, job.lease_owner) == ("running", 1, "host:1:a")
         assert job.lease_expires_at == NOW + 30
+
+
+def test_a_project_with_one_job_is_served_within_the_first_two_claims(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Five jobs of one project, queued first and at a higher priority, do not hold back the
+    one job another project queued after them: priority orders a project's own jobs."""
+    add_project(sessions, "proj_busy")
+    add_project(sessions, "proj_small")
+    for i in range(5):
+        add_job(sessions, f"busy-{i}", project="proj_busy", priority=CEILING, queued_at=NOW + i)
+    add_job(sessions, "small", project="proj_small", queued_at=NOW + 10)
+    first_two = [c.job_id for c in (claim(sessions, owner=f"host:{n}:w") for n in (1, 2)) if c]
+    assert first_two == ["busy-0", "small"]
+
+
+def test_one_slot_takes_projects_in_turn(sessions: sessionmaker[Session]) -> None:
+    """One worker slot, each job finishing before the next claim: the project served least
+    recently goes next, so the projects alternate while both have work."""
+    add_project(sessions, "proj_a")
+    add_project(sessions, "proj_b")
+    for i in range(3):
+        add_job(sessions, f"a-{i}", project="proj_a", queued_at=NOW + i)
+    for i in range(2):
+        add_job(sessions, f"b-{i}", project="proj_b", queued_at=NOW + 10 + i)
+    order = []
+    for step in range(6):
+        won = claim(sessions, now=NOW + 100 * (step + 1))
+        if won is None:
+            break
+        order.append(won.job_id)
+        finish(sessions, won.job_id)
+    assert order == ["a-0", "b-0", "a-1", "b-1", "a-2"]
+
+
+def test_priority_above_the_ceiling_goes_before_other_projects(
+    sessions: sessionmaker[Session],
+) -> None:
+    add_project(sessions, "proj_other")
+    add_job(sessions, "running", status="running", owner="elsewhere:1:x", expires=NOW + 60)
+    add_job(sessions, "other", project="proj_other", queued_at=NOW)
+    add_job(sessions, "urgent", priority=CEILING + 1, queued_at=NOW + 5)
+    add_job(sessions, "normal", priority=CEILING, queued_at=NOW + 1)
+    order = [c.job_id for c in iter(lambda: claim(sessions), None)]
+    assert order == ["urgent", "other", "normal"]
+
+
+def test_leases_held_elsewhere_never_crowd_out_a_free_job(sessions: sessionmaker[Session]) -> None:
+    """More jobs running under live leases than a claim looks at, all ahead in priority order:
+    the one free job is still found."""
+    for i in range(queue.CANDIDATES + 4):
+        add_job(
+            sessions,
+            f"held-{i}",
+            status="running",
+            priority=5,
+            owner=f"elsewhere:{i}:x",
+            expires=NOW + 60,
+        )
+    add_job(sessions, "free", queued_at=NOW + 1)
+    won = claim(sessions)
+    assert won is not None and won.job_id == "free"
 
 
 def test_a_job_is_claimed_by_exactly_one_of_many_workers(sessions: sessionmaker[Session]) -> None:
@@ -140,6 +224,7 @@ def test_a_held_lease_blocks_until_it_expires(sessions: sessionmaker[Session]) -
         lease_seconds=30,
         now=NOW + 11,
         start=True,
+        priority_ceiling=CEILING,
     )
     assert later is not None
     assert (later.job_id, later.from_status, later.restarts) == ("busy", "running", 1)
@@ -148,6 +233,15 @@ def test_a_held_lease_blocks_until_it_expires(sessions: sessionmaker[Session]) -
         job = session.get(JobRow, "busy")
         assert job is not None
         assert (job.lease_owner, job.lease_expires_at) == ("me:2:y", NOW + 41)
+
+
+def test_a_worker_never_claims_its_own_job_again(sessions: sessionmaker[Session]) -> None:
+    """Its lease lapsed (a slow heartbeat), but the job is still the worker's own, running in
+    its process: claiming it again would start a second trainer."""
+    add_job(sessions, "mine", status="running", owner="host:1:a", expires=NOW - 1)
+    assert claim(sessions, owner="host:1:a") is None
+    other = claim(sessions, owner="host:2:b")
+    assert other is not None and other.job_id == "mine"
 
 
 def test_renew_extends_only_the_owners_leases(sessions: sessionmaker[Session]) -> None:

@@ -276,3 +276,22 @@ def test_the_resolved_config_round_trips_through_json() -> None:
     assert values["target_modules"] == list(DEFAULT_MODULES)
     assert ResolvedConfig.from_dict(values) == resolved
     assert resolved.warmup_steps == math.ceil(0.1 * resolved.total_steps)
+
+
+@pytest.mark.parametrize(
+    "modules", [[f"layer_{i}" for i in range(65)], ["q_proj", "x" * 201]], ids=["many", "long"]
+)
+def test_target_modules_are_bounded_without_echoing_them(modules: list[str]) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        TrainConfig.from_dict({"target_modules": modules})
+    assert caught.value.param == "hyperparameters.target_modules"
+    assert "at most 64 module names of at most 200 characters" in caught.value.message
+    assert "layer_64" not in caught.value.message and "x" * 201 not in caught.value.message
+
+
+def test_the_operators_bound_holds_the_automatic_micro_batch() -> None:
+    held = resolve(TrainConfig(), device_type="cuda", max_tokens_per_micro_batch=4096)
+    assert held.tokens_per_micro_batch == 4096
+    assert resolve(TrainConfig(), device_type="cuda").tokens_per_micro_batch == 16_384
+    asked = resolve(TrainConfig(tokens_per_micro_batch=1024), max_tokens_per_micro_batch=4096)
+    assert asked.tokens_per_micro_batch == 1024

@@ -46,8 +46,8 @@ class PermissionDenied(TunesmithError):
     status_code = 403
     error_type = "invalid_request_error"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="insufficient_permissions")
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message, param=param, code="insufficient_permissions")
 
 
 class NotFound(TunesmithError):

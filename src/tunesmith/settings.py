@@ -106,6 +106,22 @@ class Settings(BaseSettings):
     job_stop_grace_seconds: float = Field(default=60.0, gt=0)
     """On shutdown a worker asks its jobs to checkpoint and waits this long before killing them."""
 
+    job_priority_ceiling: int = Field(default=10, ge=0, le=100)
+    """The highest ``priority`` a project's own keys may give a job (it orders that project's
+    jobs only); above it, up to 100, only the admin, and such a job goes before every other
+    project's jobs."""
+
+    job_max_active_per_project: int = Field(default=10, ge=1)
+    """Jobs one project may have validating, queued or running at once; one more is refused
+    with 429 ``rate_limit_exceeded`` until one of them ends (a paused job does not count)."""
+
+    job_max_lora_rank: int = Field(default=256, ge=1, le=1024)
+    """Largest ``lora_rank`` a job may ask for (adapter and optimizer memory grow with it)."""
+
+    job_max_tokens_per_micro_batch: int = Field(default=32_768, ge=16, le=1 << 24)
+    """Largest ``tokens_per_micro_batch`` a job may ask for (activation memory grows with it);
+    "auto" (16,384 on CUDA, 2,048 on the CPU) is held to it too."""
+
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where jobs train: "auto" is CUDA when a GPU is visible, else the CPU."""
 

@@ -21,6 +21,7 @@ from tunesmith.files import get_file
 from tunesmith.fine_tuned import resolve_model
 from tunesmith.ids import new_id
 from tunesmith.jobs.events import add_event
+from tunesmith.jobs.limits import JobLimits
 from tunesmith.jobs.spec import JobRequest
 from tunesmith.jobs.states import TERMINAL, Action, next_status
 from tunesmith.protocol.jobs import (
@@ -41,7 +42,12 @@ ADAPTER_SHAPE = ("lora_rank", "lora_alpha", "target_modules")
 _INTERNAL = frozenset({"n_examples", "steps_per_epoch", "total_steps"})  # not hyperparameters
 
 
-def create_job(session: Session, project_id: str, request: JobRequest, *, now: int) -> JobRow:
+def create_job(
+    session: Session, project_id: str, request: JobRequest, *, now: int, limits: JobLimits
+) -> JobRow:
+    """The new job, once the project has room for it (``limits.check_room``; the request's
+    priority and options were checked against the caller's role and the settings before)."""
+    limits.check_room(session, project_id)
     resolved = resolve_model(session, project_id, request.model, param="model")
     if "chat_completion" not in resolved.base.tasks:
         raise InvalidRequest(
@@ -151,8 +157,14 @@ def pause_job(session: Session, project_id: str, job_id: str, *, now: int) -> Jo
     return job
 
 
-def resume_job(session: Session, project_id: str, job_id: str, *, now: int) -> JobRow:
-    job = _change(session, project_id, job_id, "resume")
+def resume_job(
+    session: Session, project_id: str, job_id: str, *, now: int, limits: JobLimits
+) -> JobRow:
+    """Back in the queue, if the project has room: a paused job holds no place."""
+    job = get_job(session, project_id, job_id, lock=True)
+    status = next_status(job.id, job.status, "resume")
+    limits.check_room(session, project_id)
+    job.status = status
     job.queued_at = float(now)
     add_event(session, job.id, "The job was resumed and is back in the queue.", now=now)
     return job

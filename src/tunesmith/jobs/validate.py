@@ -65,6 +65,7 @@ def check_files(
     blobs: BlobStore,
     max_issues: int,
     device_type: str,
+    max_tokens_per_micro_batch: int,
 ) -> Outcome:
     """Validates a job's files and resolves its hyperparameters. Reads only files, no database."""
     chat_format = formats.get(base_dir, base.id)
@@ -116,6 +117,7 @@ def check_files(
         base_learning_rates={"lora": base.lora_learning_rate, "full": base.full_learning_rate},
         default_target_modules=base.lora_target_modules,
         device_type=device_type,
+        max_tokens_per_micro_batch=max_tokens_per_micro_batch,
     ).to_dict()
     if resolved["strategy"] == "lora":
         missing = _unknown_targets(resolved["target_modules"], parent, base_dir)

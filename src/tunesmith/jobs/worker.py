@@ -9,8 +9,10 @@ One loop, every ``worker_poll_seconds`` (or at once when woken by the API in the
 3. signal a job process whose job was cancelled or paused (``SIGUSR1``; it stops after the
    current step);
 4. validate one job in ``validating_files``;
-5. claim jobs while it has free slots (``worker_slots``): queued ones first in, first out within
-   a priority, and ``running`` ones whose worker died — those resume from their checkpoint.
+5. claim jobs while it has free slots (``worker_slots``): ``running`` ones whose worker died
+   first — those resume from their checkpoint — then queued ones, fairly across projects
+   (``jobs/queue.py``: fewest running, then least recently served; priority orders a
+   project's own jobs, first in, first out within a priority).
 
 ``tunesmith serve`` runs one worker in a thread; ``tunesmith worker`` runs more, on this machine
 or on others that share the database and the data directory.
@@ -180,6 +182,7 @@ class Worker:
             lease_seconds=self.settings.job_lease_seconds,
             now=now,
             start=False,
+            priority_ceiling=self.settings.job_priority_ceiling,
         )
         if claim is None:
             return False
@@ -201,6 +204,7 @@ class Worker:
                 blobs=self.blobs,
                 max_issues=self.settings.validation_max_issues,
                 device_type=self.device(),
+                max_tokens_per_micro_batch=self.settings.job_max_tokens_per_micro_batch,
             )
         except Exception as exc:  # the base model is gone, a file vanished, ...
             log.exception("validating job %s failed", claim.job_id)
@@ -220,6 +224,7 @@ class Worker:
             lease_seconds=self.settings.job_lease_seconds,
             now=now,
             start=True,
+            priority_ceiling=self.settings.job_priority_ceiling,
         )
         if claim is None:
             return False

@@ -29,6 +29,8 @@ Precision = Literal["auto", "fp32", "bf16"]
 N_EPOCHS_RANGE = (1, 50)
 BATCH_SIZE_RANGE = (1, 256)
 MAX_LR_MULTIPLIER = 10.0
+MAX_TARGET_MODULES = 64
+MAX_MODULE_NAME = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,12 @@ class TrainConfig:
                     f"must be 'auto' or a non-empty list of module names such as "
                     f'["q_proj", "v_proj"], not {modules!r}',
                 )
+            if len(modules) > MAX_TARGET_MODULES or any(len(m) > MAX_MODULE_NAME for m in modules):
+                raise _invalid(  # the value is not echoed: it may be long
+                    "target_modules",
+                    f"must list at most {MAX_TARGET_MODULES} module names of at most "
+                    f"{MAX_MODULE_NAME} characters each",
+                )
         _check_int("max_seq_length", self.max_seq_length, 16, 1 << 20)
         _check_number("warmup_ratio", self.warmup_ratio, at_least=0.0, below=1.0)
         _check_number("weight_decay", self.weight_decay, at_least=0.0, at_most=1.0)
@@ -116,8 +124,10 @@ class TrainConfig:
         base_learning_rates: Mapping[Strategy, float],
         default_target_modules: tuple[str, ...],
         device_type: str = "cpu",
+        max_tokens_per_micro_batch: int | None = None,
     ) -> ResolvedConfig:
-        """Every ``"auto"`` replaced by its value for this dataset, base model and device."""
+        """Every ``"auto"`` replaced by its value for this dataset, base model and device;
+        ``max_tokens_per_micro_batch`` (the operator's bound) holds the automatic micro-batch."""
         n_epochs = auto_n_epochs(n_examples) if self.n_epochs == "auto" else self.n_epochs
         batch_size = auto_batch_size(n_examples) if self.batch_size == "auto" else self.batch_size
         multiplier = (
@@ -135,11 +145,12 @@ class TrainConfig:
             if self.precision == "auto"
             else self.precision
         )
-        micro = (
-            (16_384 if device_type == "cuda" else 2048)
-            if self.tokens_per_micro_batch == "auto"
-            else self.tokens_per_micro_batch
-        )
+        if self.tokens_per_micro_batch == "auto":
+            micro = 16_384 if device_type == "cuda" else 2048
+            if max_tokens_per_micro_batch is not None:
+                micro = min(micro, max_tokens_per_micro_batch)
+        else:
+            micro = self.tokens_per_micro_batch
         steps_per_epoch = math.ceil(n_examples / batch_size) if n_examples else 0
         total_steps = steps_per_epoch * n_epochs
         eval_interval = (

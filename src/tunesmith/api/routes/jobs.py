@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from tunesmith.api.deps import Contributor, PageLimit, Reader, Runtime, RuntimeD
 from tunesmith.auth import Principal
 from tunesmith.errors import InvalidRequest
 from tunesmith.jobs import service
+from tunesmith.jobs.limits import JobLimits
 from tunesmith.jobs.spec import check_metadata, parse_job_request
 from tunesmith.protocol.jobs import Job, JobCheckpoint, JobEvent
 from tunesmith.protocol.pages import ListPage
@@ -39,7 +41,9 @@ def create_job(
     runtime: RuntimeDep,
 ) -> Job:
     request = parse_job_request(body)
-    job = service.create_job(session, principal.project_id, request, now=now())
+    limits = JobLimits.from_settings(runtime.settings)
+    limits.check_request(request, principal.role)
+    job = service.create_job(session, principal.project_id, request, now=now(), limits=limits)
     background.add_task(runtime.wake_worker)  # after the commit, so the worker sees it
     return service.job_to_protocol(job)
 
@@ -105,7 +109,9 @@ def resume_job(
     background: BackgroundTasks,
     runtime: RuntimeDep,
 ) -> Job:
-    return _change(service.resume_job, job_id, principal, session, background, runtime)
+    limits = JobLimits.from_settings(runtime.settings)
+    resume = functools.partial(service.resume_job, limits=limits)
+    return _change(resume, job_id, principal, session, background, runtime)
 
 
 def _change(
