@@ -70,17 +70,6 @@ class Settings(BaseSettings):
     max_part_bytes: int = Field(default=64 * MB, ge=1)
     """Largest single part of an Upload (OpenAI's limit is 64 MB)."""
 
-    max_upload_parts: int = Field(default=10_000, ge=1)
-    """Most parts one Upload may take (S3's multipart limit; 8 GB in 64 MB parts is 128)."""
-
-    max_line_bytes: int = Field(default=16 * MB, ge=1024)
-    """Longest line of a JSONL file (one example); a longer one is an error naming its line,
-    at upload, in a job's validation and in training alike."""
-
-    validation_threads: int = Field(default=2, ge=1)
-    """Threads that assemble uploads and validate files: their own pool, so large files never
-    take the threads that authentication and every other request use."""
-
     max_json_bytes: int = Field(default=1 * MB, ge=1024)
     """Largest JSON body of every route but chat, completions and moderations (413 beyond)."""
 
