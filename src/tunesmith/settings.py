@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     max_part_bytes: int = Field(default=64 * MB, ge=1)
     """Largest single part of an Upload (OpenAI's limit is 64 MB)."""
 
+    max_json_bytes: int = Field(default=1 * MB, ge=1024)
+    """Largest JSON body of every route but chat, completions and moderations (413 beyond)."""
+
     upload_ttl_seconds: int = Field(default=3600, ge=60)
     """An Upload not completed within this time expires (OpenAI: one hour)."""
 
@@ -157,7 +160,7 @@ class Settings(BaseSettings):
     """Weights and KV cache at serving: "auto" is bfloat16 on CUDA, float32 on the CPU (exact
     greedy answers, equal to what the model gives alone)."""
 
-    max_request_bytes: int = Field(default=1 * MB, ge=1024)
+    max_request_bytes: int = Field(default=4 * MB, ge=1024)
     """Largest body accepted by the chat, completion and moderation endpoints."""
 
     max_completion_tokens: int = Field(default=4096, ge=1)

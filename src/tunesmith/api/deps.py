@@ -89,10 +89,26 @@ def api_key_of(request: Request) -> str | None:
     return api_key
 
 
-def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
+_PRINCIPAL_KEY = "tunesmith.principal"
+
+
+def authenticate_request(request: Request, runtime: Runtime) -> Principal:
+    """The caller of a request, from its key (:func:`api_key_of`), in its own transaction."""
     secret = api_key_of(request)
     with transaction(runtime.sessions) as session:
         return authenticate(session, secret, admin_key_hash=runtime.admin_key_hash, now=now())
+
+
+def remember_principal(request: Request, principal: Principal) -> None:
+    """Keeps the caller ``api/body.py``'s route found before it read the body."""
+    request.scope[_PRINCIPAL_KEY] = principal
+
+
+def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
+    """The caller: found before the body was read (``api/body.CappedRoute``), so a request is
+    authenticated once and never after a large body has been read."""
+    found: Principal | None = request.scope.get(_PRINCIPAL_KEY)
+    return found if found is not None else authenticate_request(request, runtime)
 
 
 def require(role: Role) -> Callable[[Principal], Principal]:

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from tunesmith.api.body import LimitedBody, json_object
+from tunesmith.api.body import ChatRoute, LimitedBody, json_object
 from tunesmith.api.deps import ChatCaller, RuntimeDep
 from tunesmith.chat import Call, Serving
 from tunesmith.errors import (
@@ -49,8 +49,8 @@ from tunesmith.protocol.chat import (
 from tunesmith.protocol.chat import ToolCall as WireToolCall
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["chat"])
-azure = APIRouter(prefix="/openai/deployments/{deployment}", tags=["chat"])
+router = APIRouter(tags=["chat"], route_class=ChatRoute)
+azure = APIRouter(prefix="/openai/deployments/{deployment}", tags=["chat"], route_class=ChatRoute)
 
 R = TypeVar("R", bound=BaseModel)
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, BackgroundTasks, Depends
 
 from tunesmith import endpoints
+from tunesmith.api.body import CappedRoute
 from tunesmith.api.deps import Owner, PageLimit, Reader, Runtime, RuntimeDep, SessionDep, now
 from tunesmith.deployments import events, keys, service, status
 from tunesmith.protocol.deployments import (
@@ -24,7 +25,7 @@ from tunesmith.protocol.pages import ListPage
 from tunesmith.ratelimits import RateLimits
 from tunesmith.store.tables import DeploymentRow
 
-router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
+router = APIRouter(prefix="/v1/deployments", tags=["deployments"], route_class=CappedRoute)
 
 
 def owned_deployment(deployment_name: str, principal: Reader, session: SessionDep) -> DeploymentRow:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from tunesmith import endpoints
-from tunesmith.api.body import LimitedBody, json_object
+from tunesmith.api.body import ChatRoute, LimitedBody, json_object
 from tunesmith.api.deps import ChatCaller, RuntimeDep
 from tunesmith.api.routes import chat
 from tunesmith.auth import Principal
@@ -23,7 +23,9 @@ from tunesmith.protocol.chat import ChatCompletion, Completion
 from tunesmith.store.db import transaction
 
 router = APIRouter(
-    prefix=endpoints.SCORING_PREFIX + "/{project_id}/{deployment_name}", tags=["endpoints"]
+    prefix=endpoints.SCORING_PREFIX + "/{project_id}/{deployment_name}",
+    tags=["endpoints"],
+    route_class=ChatRoute,
 )
 
 

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from tunesmith import files
+from tunesmith.api.body import CappedRoute
 from tunesmith.api.deps import Contributor, FilePageLimit, Reader, RuntimeDep, SessionDep, now
 from tunesmith.api.multipart import ReceivedForm, receive_form
 from tunesmith.errors import InvalidRequest
@@ -20,7 +21,7 @@ from tunesmith.settings import Settings
 from tunesmith.store.db import transaction
 from tunesmith.store.tables import FileRow
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"], route_class=CappedRoute)
 
 DISCONNECTED = "The client disconnected before the upload finished; nothing was stored."
 

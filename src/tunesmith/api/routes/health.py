@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-router = APIRouter(tags=["health"])
+from tunesmith.api.body import CappedRoute
+
+router = APIRouter(tags=["health"], route_class=CappedRoute)
 
 
 @router.get("/health")

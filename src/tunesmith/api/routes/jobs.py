@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Request
 from sqlalchemy.orm import Session
 
+from tunesmith.api.body import CappedRoute
 from tunesmith.api.deps import Contributor, PageLimit, Reader, Runtime, RuntimeDep, SessionDep, now
 from tunesmith.auth import Principal
 from tunesmith.errors import InvalidRequest
@@ -20,7 +21,7 @@ from tunesmith.protocol.jobs import Job, JobCheckpoint, JobEvent
 from tunesmith.protocol.pages import ListPage
 from tunesmith.store.tables import JobRow
 
-router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"], route_class=CappedRoute)
 
 _METADATA_KEY = re.compile(r"^metadata\[(.+)\]$")
 

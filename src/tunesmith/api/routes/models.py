@@ -8,11 +8,12 @@ import shutil
 from fastapi import APIRouter, BackgroundTasks
 
 from tunesmith import fine_tuned
+from tunesmith.api.body import CappedRoute
 from tunesmith.api.deps import Owner, Reader, RuntimeDep, SessionDep
 from tunesmith.protocol.models import Model, ModelDeleted
 from tunesmith.protocol.pages import ListPage
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], route_class=CappedRoute)
 
 
 @router.get("", response_model=ListPage[Model])

@@ -12,13 +12,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from tunesmith.api.body import LimitedBody
+from tunesmith.api.body import ChatRoute, LimitedBody
 from tunesmith.api.deps import Reader
 from tunesmith.protocol.moderations import ModerationCreateResponse
 from tunesmith.serving import moderation
 from tunesmith.serving.safety import LexiconFilter
 
-router = APIRouter(prefix="/v1/moderations", tags=["moderations"])
+router = APIRouter(prefix="/v1/moderations", tags=["moderations"], route_class=ChatRoute)
 
 
 @functools.cache

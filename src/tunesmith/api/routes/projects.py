@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from tunesmith import projects
+from tunesmith.api.body import CappedRoute
 from tunesmith.api.deps import Admin, PageLimit, Reader, SessionDep, now
 from tunesmith.protocol.pages import ListPage
 from tunesmith.protocol.projects import (
@@ -17,8 +18,8 @@ from tunesmith.protocol.projects import (
     ProjectApiKeyDeleted,
 )
 
-router = APIRouter(prefix="/v1/projects", tags=["projects"])
-identity = APIRouter(prefix="/v1/me", tags=["projects"])
+router = APIRouter(prefix="/v1/projects", tags=["projects"], route_class=CappedRoute)
+identity = APIRouter(prefix="/v1/me", tags=["projects"], route_class=CappedRoute)
 
 
 @router.post("", response_model=Project)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from tunesmith.api.body import CappedRoute
 from tunesmith.api.deps import Admin, RuntimeDep
 from tunesmith.errors import ServiceUnavailable
 from tunesmith.protocol.serving import ResidentAdapter, ResidentBase, ServingStatus
 
-router = APIRouter(prefix="/v1/serving", tags=["serving"])
+router = APIRouter(prefix="/v1/serving", tags=["serving"], route_class=CappedRoute)
 
 
 @router.get("/status", response_model=ServingStatus)

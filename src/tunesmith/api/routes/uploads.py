@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from tunesmith import uploads
+from tunesmith.api.body import CappedRoute
 from tunesmith.api.deps import Contributor, RuntimeDep, SessionDep, now
 from tunesmith.api.multipart import receive_form
 from tunesmith.api.routes.files import DISCONNECTED
@@ -14,7 +15,7 @@ from tunesmith.errors import InvalidRequest
 from tunesmith.protocol.files import CompleteUploadRequest, CreateUploadRequest, Upload, UploadPart
 from tunesmith.store.db import transaction
 
-router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"], route_class=CappedRoute)
 
 
 @router.post("", response_model=Upload)

@@ -8,10 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from tunesmith import usage
+from tunesmith.api.body import CappedRoute
 from tunesmith.api.deps import Reader, RuntimeDep, SessionDep, now
 from tunesmith.protocol.usage import UsageReport
 
-router = APIRouter(prefix="/v1/usage", tags=["usage"])
+router = APIRouter(prefix="/v1/usage", tags=["usage"], route_class=CappedRoute)
 
 UnixTime = Annotated[int | None, Query(ge=0)]
 

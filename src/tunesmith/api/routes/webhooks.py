@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends
 
 from tunesmith import webhooks
+from tunesmith.api.body import CappedRoute
 from tunesmith.api.deps import Owner, PageLimit, Reader, SessionDep, now
 from tunesmith.protocol.pages import ListPage
 from tunesmith.protocol.webhooks import (
@@ -18,7 +19,7 @@ from tunesmith.protocol.webhooks import (
 )
 from tunesmith.store.tables import WebhookRow
 
-router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"])
+router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"], route_class=CappedRoute)
 
 
 def owned_webhook(webhook_endpoint_id: str, principal: Reader, session: SessionDep) -> WebhookRow:
