@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tunesmith.webhook_targets import Allow
+
 MB = 1024 * 1024
 
 
@@ -119,6 +121,11 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     """How long a webhook receiver may take to connect and answer before the attempt fails."""
 
+    webhook_allow: str = ""
+    """Comma-separated host names and networks (``hooks.internal, 10.1.0.0/16, ::1``) that
+    webhooks may reach although private, loopback or reserved, for on-premises receivers. Empty:
+    webhooks go only to public addresses."""
+
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     """How often the server looks for webhook deliveries that are due."""
 
@@ -176,6 +183,15 @@ class Settings(BaseSettings):
 
     prices: Prices = Field(default_factory=lambda: Prices())
     """The price table ``GET /v1/usage`` estimates cost with (``TUNESMITH_PRICES`` as JSON)."""
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _webhook_allow_parses(cls, value: str) -> str:
+        Allow.parse(value)  # a ValueError names the bad entry
+        return value
+
+    def webhook_allowed(self) -> Allow:
+        return Allow.parse(self.webhook_allow)
 
     @field_validator("home")
     @classmethod

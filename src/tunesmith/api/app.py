@@ -169,8 +169,10 @@ async def _sweep_forever(runtime: Runtime) -> None:
 
 async def _deliver_forever(runtime: Runtime) -> None:
     settings = runtime.settings
+    # Connect, send and the answer's headers share the deadline; redirects are not followed.
     with httpx.Client(
-        timeout=settings.webhook_timeout_seconds,
+        timeout=settings.webhook_timeout_seconds / 3,
+        follow_redirects=False,
         headers={"user-agent": f"tunesmith/{__version__} webhooks"},
     ) as client:
         while True:
@@ -182,6 +184,7 @@ async def _deliver_forever(runtime: Runtime) -> None:
                     client=client,
                     max_attempts=settings.webhook_max_attempts,
                     retry_base_seconds=settings.webhook_retry_base_seconds,
+                    allow=settings.webhook_allowed(),
                 )
             except Exception:  # keep delivering; one bad pass must not stop the others
                 log.exception("webhook delivery pass failed")
