@@ -248,9 +248,21 @@ def test_configured_admin_key_replaces_the_generated_one(
     home = tmp_path / "home"
     generated = create_app(Settings(home=home, validation_model_dir=toy_model_dir))
     old_secret = generated.state.generated_admin_key
-    settings = Settings(home=home, validation_model_dir=toy_model_dir, admin_key="tsk-from-env")
+    settings = Settings(home=home, validation_model_dir=toy_model_dir, admin_key="tsk-from-env-5Rb7Kc3Xz9Mw2Qv8Ld4")
     app = create_app(settings)
     assert app.state.generated_admin_key is None
     for live in run_live(app, settings):
-        assert live.http("tsk-from-env").get("/v1/projects").status_code == 200
+        assert live.http("tsk-from-env-5Rb7Kc3Xz9Mw2Qv8Ld4").get("/v1/projects").status_code == 200
         assert live.http(old_secret).get("/v1/projects").status_code == 401
+
+
+@pytest.mark.parametrize("weak", ["tsk-test-admin-key", "a" * 64, "tsk-" + "ab" * 20])
+def test_a_weak_configured_admin_key_is_refused_at_startup(
+    weak: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TUNESMITH_ADMIN_KEY", weak)
+    with pytest.raises(ValueError) as err:
+        create_app(Settings(home=tmp_path / "home"))
+    assert not (tmp_path / "home").exists()  # refused before anything is made
+    assert "TUNESMITH_ADMIN_KEY is too weak" in str(err.value)
+    assert weak not in str(err.value)

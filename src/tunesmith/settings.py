@@ -33,6 +33,23 @@ class Prices(BaseModel):
     hourly cost to compare with a cloud that bills every deployed model by the hour."""
 
 
+MIN_ADMIN_KEY_LENGTH = 32
+MIN_ADMIN_KEY_DISTINCT = 12
+
+
+def check_admin_key_strength(key: str) -> None:
+    """A configured admin key guards every project: refuse a short or repetitive one (a
+    guessable key is no key) with what to do instead. Checked by ``create_app``, not as a
+    pydantic validator, whose error would print the key."""
+    if len(key) < MIN_ADMIN_KEY_LENGTH or len(set(key)) < MIN_ADMIN_KEY_DISTINCT:
+        raise ValueError(
+            f"TUNESMITH_ADMIN_KEY is too weak: it needs at least {MIN_ADMIN_KEY_LENGTH} "
+            f"characters and {MIN_ADMIN_KEY_DISTINCT} different ones (this one has "
+            f"{len(key)} and {len(set(key))}). Make one with `openssl rand -base64 32`, or unset "
+            "it to have the server generate one."
+        )
+
+
 class Settings(BaseSettings):
     """Server settings; ``TUNESMITH_HOME=/srv/ts tunesmith serve`` sets ``home``."""
 
