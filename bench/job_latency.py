@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 DATA = ROOT / "examples" / "pirate" / "train.jsonl"
-KEY = "tsk-bench-admin"
+KEY = "tsk-bench-admin-4Hc8Nq2Wv6Jx9Ty3"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 TRL_SCRIPT = """

@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-KEY = "tsk-bench-admin"
+KEY = "tsk-bench-admin-4Hc8Nq2Wv6Jx9Ty3"
 TOPICS = [
     "a lighthouse keeper", "a lost robot", "the first snow", "a pirate's parrot",
     "a quiet library", "a mountain village", "an old violin", "a desert caravan",

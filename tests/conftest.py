@@ -22,7 +22,7 @@ from tests.toy_model import build_toy_model_dir
 from tunesmith.api.app import create_app
 from tunesmith.settings import Settings
 
-ADMIN_KEY = "tsk-test-admin-key"
+ADMIN_KEY = "tsk-test-admin-key-7Qp2vXw9Lm4Rz8Kd"
 
 
 @pytest.fixture(scope="session")

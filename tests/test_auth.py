@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 import openai
@@ -12,6 +13,7 @@ import pytest
 from tests.conftest import ADMIN_KEY, LiveServer, run_live
 from tests.helpers import training_file
 from tunesmith.api.app import create_app
+from tunesmith.key_failures import KeyFailures
 from tunesmith.settings import Settings
 
 
@@ -248,9 +250,54 @@ def test_configured_admin_key_replaces_the_generated_one(
     home = tmp_path / "home"
     generated = create_app(Settings(home=home, validation_model_dir=toy_model_dir))
     old_secret = generated.state.generated_admin_key
-    settings = Settings(home=home, validation_model_dir=toy_model_dir, admin_key="tsk-from-env")
+    settings = Settings(
+        home=home, validation_model_dir=toy_model_dir, admin_key="tsk-from-env-5Rb7Kc3Xz9Mw2Qv8Ld4"
+    )
     app = create_app(settings)
     assert app.state.generated_admin_key is None
     for live in run_live(app, settings):
-        assert live.http("tsk-from-env").get("/v1/projects").status_code == 200
+        assert live.http("tsk-from-env-5Rb7Kc3Xz9Mw2Qv8Ld4").get("/v1/projects").status_code == 200
         assert live.http(old_secret).get("/v1/projects").status_code == 401
+
+
+@pytest.mark.parametrize("weak", ["tsk-test-admin-key", "a" * 64, "tsk-" + "ab" * 20])
+def test_a_weak_configured_admin_key_is_refused_at_startup(
+    weak: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TUNESMITH_ADMIN_KEY", weak)
+    with pytest.raises(ValueError) as err:
+        create_app(Settings(home=tmp_path / "home"))
+    assert not (tmp_path / "home").exists()  # refused before anything is made
+    assert "TUNESMITH_ADMIN_KEY is too weak" in str(err.value)
+    assert weak not in str(err.value)
+
+
+def test_wrong_keys_are_logged_and_throttled_per_address(
+    live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    failures = live.app.state.runtime.key_failures
+    wrong = "tsk-guess-" + "x" * 30
+    with caplog.at_level("WARNING", logger="tunesmith.api.deps"):
+        for _ in range(failures.max_failures):
+            assert live.http(wrong).get("/v1/files").status_code == 401
+    logged = [r.getMessage() for r in caplog.records if "failed key check" in r.getMessage()]
+    assert len(logged) == failures.max_failures
+    assert all(wrong not in line and "key sha256" in line for line in logged)
+
+    throttled = live.http(wrong).get("/v1/files")
+    assert throttled.status_code == 429
+    assert int(throttled.headers["retry-after"]) >= 1
+    assert throttled.json()["error"]["code"] == "too_many_failed_keys"
+    # Another address is not throttled, and the window passing lets this one in again.
+    assert failures.retry_after("198.51.100.7") is None
+    assert failures.retry_after("127.0.0.1", now=time.monotonic() + 61) is None
+
+
+def test_the_failure_memory_is_bounded() -> None:
+    failures = KeyFailures(max_failures=2, window_seconds=60, max_clients=3)
+    for i in range(10):
+        failures.record(f"10.0.0.{i}", now=0)
+        failures.record(f"10.0.0.{i}", now=0)
+    assert len(failures._failures) == 3
+    assert failures.retry_after("10.0.0.9", now=1) == 59
+    assert failures.retry_after("10.0.0.0", now=1) is None  # forgotten, oldest first

@@ -34,9 +34,12 @@ from tunesmith.settings import Settings
 from tunesmith.store.db import make_engine, make_session_factory, transaction
 from tunesmith.store.migrate import upgrade_to_head
 from tunesmith.store.tables import WebhookDeliveryRow
+from tunesmith.webhook_targets import Allow
 
 DEADLINE = 10.0  # seconds; generous, each wait normally ends within a few polls
 MAX_ATTEMPTS = 3
+LOOPBACK = Allow.parse("127.0.0.1")
+EVERY = list(webhooks.EVENT_TYPES)
 
 
 @pytest.fixture
@@ -46,6 +49,8 @@ def settings(settings: Settings) -> Settings:
             "webhook_retry_base_seconds": 0.02,
             "webhook_poll_seconds": 0.05,
             "webhook_max_attempts": MAX_ATTEMPTS,
+            # The receivers here listen on loopback; example.com is never delivered to.
+            "webhook_allow": "127.0.0.1, example.com",
         }
     )
 
@@ -58,9 +63,17 @@ class Received:
 
 class Receiver:
     """A webhook receiver on a free loopback port: answers ``fail_status`` to the first
-    ``failures`` requests, then 200, after ``delay`` seconds each."""
+    ``failures`` requests, then 200, after ``delay`` seconds each (and, given ``hold``, only
+    once it is set: a receiver that hangs until the test lets it go)."""
 
-    def __init__(self, *, failures: int = 0, fail_status: int = 500, delay: float = 0) -> None:
+    def __init__(
+        self,
+        *,
+        failures: int = 0,
+        fail_status: int = 500,
+        delay: float = 0,
+        hold: threading.Event | None = None,
+    ) -> None:
         self.requests: list[Received] = []
         self._arrived = threading.Condition()
         receiver = self
@@ -73,6 +86,8 @@ class Receiver:
                     receiver.requests.append(Received(body, dict(self.headers.items())))
                     failing = len(receiver.requests) <= failures
                     receiver._arrived.notify_all()
+                if hold is not None:
+                    hold.wait(DEADLINE)
                 self.send_response(fail_status if failing else 200)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -230,7 +245,7 @@ def test_a_delivery_gives_up_after_max_attempts(
         lambda: [d for d in deliveries(live, created.id) if d["status"] == "failed"]
     )
     assert (delivery["attempts"], delivery["last_status_code"]) == (MAX_ATTEMPTS, 503)
-    assert "HTTP 503" in delivery["last_error"]
+    assert delivery["last_error"] == "http_503"
     assert delivery["next_attempt_at"] is None
     assert len(rx.requests) == MAX_ATTEMPTS
 
@@ -250,7 +265,13 @@ def store(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
 def add_webhook(factory: sessionmaker[Session], url: str) -> None:
     with transaction(factory) as session:
         webhooks.create_webhook(
-            session, project_id=DEFAULT_PROJECT_ID, name="", url=url, event_types=None, now=0
+            session,
+            project_id=DEFAULT_PROJECT_ID,
+            name="",
+            url=url,
+            event_types=None,
+            now=0,
+            allow=LOOPBACK,
         )
 
 
@@ -275,7 +296,12 @@ def test_retries_back_off_exponentially_then_fail(store: sessionmaker[Session]) 
     def attempt(now: float) -> int:
         with httpx.Client(timeout=2) as client:
             return webhooks.deliver_due(
-                store, now=now, client=client, max_attempts=4, retry_base_seconds=10
+                store,
+                now=now,
+                client=client,
+                max_attempts=4,
+                retry_base_seconds=10,
+                allow=LOOPBACK,
             )
 
     assert attempt(999.0) == 0  # not due yet
@@ -285,7 +311,7 @@ def test_retries_back_off_exponentially_then_fail(store: sessionmaker[Session]) 
         assert attempt(now) == 1
         row = the_delivery(store)
         assert row.status == "pending"
-        assert row.last_status_code is None and "ConnectError" in (row.last_error or "")
+        assert row.last_status_code is None and row.last_error == "connection_refused"
         assert row.next_attempt_at is not None
         schedule.append(row.next_attempt_at - now)
     assert schedule == [10.0, 20.0, 40.0]
@@ -309,7 +335,12 @@ def test_a_delivery_is_sent_by_one_process_at_a_time(
             start.wait()
             attempted.append(
                 webhooks.deliver_due(
-                    store, now=1000, client=client, max_attempts=3, retry_base_seconds=1
+                    store,
+                    now=1000,
+                    client=client,
+                    max_attempts=3,
+                    retry_base_seconds=1,
+                    allow=LOOPBACK,
                 )
             )
 
@@ -425,3 +456,26 @@ def test_owners_manage_readers_look_and_other_projects_see_nothing(live: LiveSer
     )
     with pytest.raises(openai.NotFoundError):
         owner.webhooks.retrieve(created.id)
+
+
+def test_a_hanging_receiver_does_not_delay_other_projects(
+    live: LiveServer, receiver: Callable[..., Receiver]
+) -> None:
+    release = threading.Event()
+    stuck_rx, other_rx = receiver(hold=release), receiver()
+    stuck_project, other_project = make_project(live, "stuck"), make_project(live, "other")
+    stuck_key = make_key(live, stuck_project, "owner")
+    other_key = make_key(live, other_project, "owner")
+    stuck = live.client(stuck_key).webhooks.create(name="", url=stuck_rx.url, event_types=EVERY)
+    other = live.client(other_key).webhooks.create(name="", url=other_rx.url, event_types=EVERY)
+    sessions = live.app.state.runtime.sessions
+    try:
+        emit(sessions, "fine_tuning.job.succeeded", project_id=stuck_project)
+        stuck_rx.wait_for(1)  # from here the stuck receiver holds its request open
+        emit(sessions, "fine_tuning.job.succeeded", project_id=other_project)
+        other_rx.wait_for(1)
+        wait_until(lambda: deliveries(live, other.id, other_key)[0]["status"] == "delivered")
+        assert deliveries(live, stuck.id, stuck_key)[0]["status"] == "pending"
+    finally:
+        release.set()
+    wait_until(lambda: deliveries(live, stuck.id, stuck_key)[0]["status"] == "delivered")

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tunesmith.webhook_targets import Allow
+
 MB = 1024 * 1024
 
 
@@ -29,6 +31,23 @@ class Prices(BaseModel):
     hosting_per_hour: float = Field(default=0.0, ge=0)
     """Zero by default: a deployment on your own machine bills no hour; set it to your server's
     hourly cost to compare with a cloud that bills every deployed model by the hour."""
+
+
+MIN_ADMIN_KEY_LENGTH = 32
+MIN_ADMIN_KEY_DISTINCT = 12
+
+
+def check_admin_key_strength(key: str) -> None:
+    """A configured admin key guards every project: refuse a short or repetitive one (a
+    guessable key is no key) with what to do instead. Checked by ``create_app``, not as a
+    pydantic validator, whose error would print the key."""
+    if len(key) < MIN_ADMIN_KEY_LENGTH or len(set(key)) < MIN_ADMIN_KEY_DISTINCT:
+        raise ValueError(
+            f"TUNESMITH_ADMIN_KEY is too weak: it needs at least {MIN_ADMIN_KEY_LENGTH} "
+            f"characters and {MIN_ADMIN_KEY_DISTINCT} different ones (this one has "
+            f"{len(key)} and {len(set(key))}). Make one with `openssl rand -base64 32`, or unset "
+            "it to have the server generate one."
+        )
 
 
 class Settings(BaseSettings):
@@ -138,6 +157,11 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     """How long a webhook receiver may take to connect and answer before the attempt fails."""
 
+    webhook_allow: str = ""
+    """Comma-separated host names and networks (``hooks.internal, 10.1.0.0/16, ::1``) that
+    webhooks may reach although private, loopback or reserved, for on-premises receivers. Empty:
+    webhooks go only to public addresses."""
+
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
     """How often the server looks for webhook deliveries that are due."""
 
@@ -195,6 +219,15 @@ class Settings(BaseSettings):
 
     prices: Prices = Field(default_factory=lambda: Prices())
     """The price table ``GET /v1/usage`` estimates cost with (``TUNESMITH_PRICES`` as JSON)."""
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _webhook_allow_parses(cls, value: str) -> str:
+        Allow.parse(value)  # a ValueError names the bad entry
+        return value
+
+    def webhook_allowed(self) -> Allow:
+        return Allow.parse(self.webhook_allow)
 
     @field_validator("home")
     @classmethod

@@ -19,8 +19,12 @@ import hmac
 import json
 import logging
 import secrets
+import ssl
 import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import zip_longest
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -34,6 +38,13 @@ from tunesmith.protocol.webhooks import EVENT_TYPES, WebhookDelivery, WebhookEnd
 from tunesmith.store.db import transaction
 from tunesmith.store.pagination import page
 from tunesmith.store.tables import WebhookDeliveryRow, WebhookRow
+from tunesmith.webhook_targets import (
+    NOTHING_ALLOWED,
+    Allow,
+    RefusedTarget,
+    check_registration,
+    check_target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +55,10 @@ MAX_RETRY_SECONDS = 3600.0  # the cap of the exponential backoff
 # far beyond one request (TUNESMITH_WEBHOOK_TIMEOUT_SECONDS is at most 60 s per phase). A
 # process that dies mid-request leaves it to be retried once this has passed.
 CLAIM_SECONDS = 600.0
-MAX_ERROR_LENGTH = 500
+# Deliveries in flight at once, and per project: one slow receiver holds at most its
+# project's share, so other projects' events go out meanwhile.
+DELIVERY_WORKERS = 16
+PER_PROJECT_IN_FLIGHT = 2
 
 
 def webhook_to_protocol(row: WebhookRow, secret: str | None = None) -> WebhookEndpoint:
@@ -76,8 +90,9 @@ def delivery_to_protocol(row: WebhookDeliveryRow) -> WebhookDelivery:
     )
 
 
-def check_url(url: str) -> str:
-    """An absolute http(s) URL with a host, or a 400 naming ``url``."""
+def check_url(url: str, allow: Allow = NOTHING_ALLOWED) -> str:
+    """An absolute http(s) URL whose host is public or allowed (``webhook_targets``), or a 400
+    naming ``url``."""
     problem = None
     if len(url) > MAX_URL_LENGTH:
         problem = f"it is longer than {MAX_URL_LENGTH} characters"
@@ -94,6 +109,11 @@ def check_url(url: str) -> str:
                 problem = "it must start with http:// or https://"
             elif not parts.hostname:
                 problem = "it has no host"
+            else:
+                try:
+                    check_registration(parts.hostname, _port(parts.port, parts.scheme), allow)
+                except RefusedTarget as refused:
+                    problem = refused.reason
     if problem is not None:
         raise InvalidRequest(
             f"Invalid webhook URL {url[:200]!r}: {problem}. "
@@ -101,6 +121,10 @@ def check_url(url: str) -> str:
             param="url",
         )
     return url
+
+
+def _port(port: int | None, scheme: str) -> int:
+    return port if port is not None else (443 if scheme == "https" else 80)
 
 
 def check_event_types(event_types: list[str] | None) -> list[str]:
@@ -144,6 +168,7 @@ def create_webhook(
     url: str,
     event_types: list[str] | None,
     now: int,
+    allow: Allow = NOTHING_ALLOWED,
 ) -> tuple[WebhookRow, str]:
     """Registers an endpoint; returns it and its signing secret, which the caller shows once.
 
@@ -153,7 +178,7 @@ def create_webhook(
         id=new_id("wh_"),
         project_id=project_id,
         name=name,
-        url=check_url(url),
+        url=check_url(url, allow),
         event_types=check_event_types(event_types),
         secret=secret,
         created_at=now,
@@ -247,12 +272,17 @@ def deliver_due(
     client: httpx.Client,
     max_attempts: int,
     retry_base_seconds: float,
+    allow: Allow = NOTHING_ALLOWED,
 ) -> int:
     """Makes one attempt at every delivery due at ``now``; returns how many were attempted.
 
     2xx delivers; any other answer, a connection error or a timeout schedules the next attempt
     ``retry_base_seconds * 2**(attempt-1)`` later (at most an hour), or fails the delivery once
-    it has had ``max_attempts``. Deliveries another process claimed are skipped."""
+    it has had ``max_attempts``. Deliveries another process claimed are skipped.
+
+    Attempts run concurrently (``DELIVERY_WORKERS``), each project's deliveries in at most
+    ``PER_PROJECT_IN_FLIGHT`` lanes started round-robin across projects, so a slow receiver
+    delays only its own project's lane."""
     with transaction(factory) as session:
         # A process that died during a last attempt left it pending; nothing more is owed.
         session.execute(
@@ -265,39 +295,54 @@ def deliver_due(
             .values(
                 status="failed",
                 next_attempt_at=None,
-                last_error=func.coalesce(
-                    WebhookDeliveryRow.last_error, "No answer was recorded for the last attempt."
-                ),
+                last_error=func.coalesce(WebhookDeliveryRow.last_error, "no_answer_recorded"),
             )
             .execution_options(synchronize_session=False)
         )
-        due = list(
-            session.scalars(
-                select(WebhookDeliveryRow.id)
-                .where(
-                    WebhookDeliveryRow.status == "pending",
-                    WebhookDeliveryRow.next_attempt_at <= now,
-                )
-                .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
+        due = session.execute(
+            select(WebhookDeliveryRow.id, WebhookRow.project_id)
+            .join(WebhookRow, WebhookRow.id == WebhookDeliveryRow.webhook_id)
+            .where(
+                WebhookDeliveryRow.status == "pending",
+                WebhookDeliveryRow.next_attempt_at <= now,
             )
-        )
-    attempted = 0
-    for delivery_id in due:
-        claim = _claim(factory, delivery_id, now=now, max_attempts=max_attempts)
-        if claim is None:
-            continue
-        status_code, error = _send(client, claim)
-        _record(
-            factory,
-            claim,
-            status_code=status_code,
-            error=error,
-            now=now,
-            max_attempts=max_attempts,
-            retry_base_seconds=retry_base_seconds,
-        )
-        attempted += 1
-    return attempted
+            .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
+        ).all()
+    lanes: dict[str, list[list[str]]] = defaultdict(
+        lambda: [[] for _ in range(PER_PROJECT_IN_FLIGHT)]
+    )
+    counts: dict[str, int] = defaultdict(int)
+    for delivery_id, project_id in due:
+        lanes[project_id][counts[project_id] % PER_PROJECT_IN_FLIGHT].append(delivery_id)
+        counts[project_id] += 1
+    # Round-robin: every project's first lane before any project's second.
+    ordered = [lane for rank in zip_longest(*lanes.values(), fillvalue=[]) for lane in rank if lane]
+
+    def run_lane(lane: list[str]) -> int:
+        attempted = 0
+        for delivery_id in lane:
+            claim = _claim(factory, delivery_id, now=now, max_attempts=max_attempts)
+            if claim is None:
+                continue
+            status_code, error = _send(client, claim, allow)
+            _record(
+                factory,
+                claim,
+                status_code=status_code,
+                error=error,
+                now=now,
+                max_attempts=max_attempts,
+                retry_base_seconds=retry_base_seconds,
+            )
+            attempted += 1
+        return attempted
+
+    if not ordered:
+        return 0
+    with ThreadPoolExecutor(
+        max_workers=min(DELIVERY_WORKERS, len(ordered)), thread_name_prefix="webhook"
+    ) as pool:
+        return sum(pool.map(run_lane, ordered))
 
 
 def _claim(
@@ -335,8 +380,38 @@ def _claim(
     return _Claim(delivery_id, row.attempts, row.event_id, row.payload, row.url, row.secret)
 
 
-def _send(client: httpx.Client, claim: _Claim) -> tuple[int | None, str | None]:
-    """One POST; the status code (None if there was no answer) and an error, if it failed."""
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):  # the chain httpx → httpcore → OSError is short
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def error_category(exc: BaseException) -> str:
+    """What the delivery log records for a failed attempt: a category, never the exception's
+    text (which would echo the network's internals to the endpoint's owner)."""
+    if isinstance(exc, RefusedTarget):
+        return exc.category
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if _caused_by(exc, ssl.SSLError):
+        return "tls_error"
+    if _caused_by(exc, ConnectionRefusedError):
+        return "connection_refused"
+    if isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower():
+        return "connection_refused"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection_error"
+    return "request_error"
+
+
+def _send(client: httpx.Client, claim: _Claim, allow: Allow) -> tuple[int | None, str | None]:
+    """One POST to the address checked now; the status code (None without an answer) and an
+    error category, if it failed. Redirects are not followed (a 3xx is a failed attempt)."""
     # Signed at sending time: receivers refuse timestamps more than five minutes old.
     timestamp = int(time.time())
     headers = {
@@ -348,16 +423,27 @@ def _send(client: httpx.Client, claim: _Claim) -> tuple[int | None, str | None]:
         ),
     }
     try:
+        url = httpx.URL(claim.url)
+        ip = check_target(url.host, _port(url.port, url.scheme), allow)
+        # Connect to the checked address; Host and TLS (SNI and certificate check, which
+        # httpcore takes from ``sni_hostname``) still name the host.
+        headers["host"] = url.netloc.decode("ascii")
+        request = client.build_request(
+            "POST",
+            url.copy_with(host=str(ip)),
+            content=claim.payload.encode(),
+            headers=headers,
+            extensions={"sni_hostname": url.host} if url.scheme == "https" else {},
+        )
         # The receiver's body is never read: only its status counts.
-        with client.stream(
-            "POST", claim.url, content=claim.payload.encode(), headers=headers
-        ) as response:
-            status_code = response.status_code
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:  # ValueError: a bad host name
-        return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_LENGTH]
+        response = client.send(request, stream=True, follow_redirects=False)
+        status_code = response.status_code
+        response.close()
+    except (RefusedTarget, httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+        return None, error_category(exc)
     if 200 <= status_code < 300:
         return status_code, None
-    return status_code, f"The receiver answered HTTP {status_code}; only 2xx counts as delivered."
+    return status_code, f"http_{status_code}"
 
 
 def _record(

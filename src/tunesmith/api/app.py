@@ -44,7 +44,7 @@ from tunesmith.chat import Serving
 from tunesmith.jobs.worker import Worker
 from tunesmith.ratelimits import RateLimiter
 from tunesmith.sealing import installation_sealer
-from tunesmith.settings import Settings
+from tunesmith.settings import Settings, check_admin_key_strength
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine, make_session_factory, transaction
 from tunesmith.store.migrate import upgrade_to_head
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
+    if settings.admin_key is not None:
+        check_admin_key_strength(settings.admin_key.get_secret_value())
     settings.home.mkdir(parents=True, exist_ok=True)
     sealer = installation_sealer(settings)
     engine = make_engine(settings.resolved_database_url())
@@ -169,8 +171,10 @@ async def _sweep_forever(runtime: Runtime) -> None:
 
 async def _deliver_forever(runtime: Runtime) -> None:
     settings = runtime.settings
+    # Connect, send and the answer's headers share the deadline; redirects are not followed.
     with httpx.Client(
-        timeout=settings.webhook_timeout_seconds,
+        timeout=settings.webhook_timeout_seconds / 3,
+        follow_redirects=False,
         headers={"user-agent": f"tunesmith/{__version__} webhooks"},
     ) as client:
         while True:
@@ -182,6 +186,7 @@ async def _deliver_forever(runtime: Runtime) -> None:
                     client=client,
                     max_attempts=settings.webhook_max_attempts,
                     retry_base_seconds=settings.webhook_retry_base_seconds,
+                    allow=settings.webhook_allowed(),
                 )
             except Exception:  # keep delivering; one bad pass must not stop the others
                 log.exception("webhook delivery pass failed")

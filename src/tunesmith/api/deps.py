@@ -8,6 +8,7 @@ Every list route takes its ``limit`` as ``PageLimit`` (``FilePageLimit`` for fil
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,15 +18,18 @@ from fastapi import Depends, Query, Request
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session, sessionmaker
 
-from tunesmith.auth import Principal, Role, authenticate
+from tunesmith.auth import Principal, Role, authenticate, hash_key
 from tunesmith.chat import Serving
-from tunesmith.errors import AuthenticationError
+from tunesmith.errors import AuthenticationError, RateLimited
 from tunesmith.files import Validator
+from tunesmith.key_failures import KeyFailures
 from tunesmith.ratelimits import RateLimiter
 from tunesmith.sealing import Sealer
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import transaction
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,8 @@ class Runtime:
     """The deployments' rate limits, in this process's memory."""
     serving: Serving | None = None
     """The engine and what chat calls need; None where a process serves no models."""
+    key_failures: KeyFailures = field(default_factory=KeyFailures)
+    """Failed key checks per client address (throttles guessing)."""
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -95,8 +101,27 @@ _PRINCIPAL_KEY = "tunesmith.principal"
 def authenticate_request(request: Request, runtime: Runtime) -> Principal:
     """The caller of a request, from its key (:func:`api_key_of`), in its own transaction."""
     secret = api_key_of(request)
-    with transaction(runtime.sessions) as session:
-        return authenticate(session, secret, admin_key_hash=runtime.admin_key_hash, now=now())
+    client = request.client.host if request.client else "unknown"
+    wait = runtime.key_failures.retry_after(client)
+    if wait is not None:
+        raise RateLimited(
+            f"Too many requests with wrong API keys from this address; retry in {wait} s.",
+            headers={"retry-after": str(wait)},
+            code="too_many_failed_keys",
+        )
+    try:
+        with transaction(runtime.sessions) as session:
+            return authenticate(session, secret, admin_key_hash=runtime.admin_key_hash, now=now())
+    except AuthenticationError as exc:
+        if secret:  # a wrong key, not a missing one
+            runtime.key_failures.record(client)
+            log.warning(
+                "failed key check from %s (%s; key sha256 %s…)",
+                client,
+                exc.code or "invalid_api_key",
+                hash_key(secret)[:8],
+            )
+        raise
 
 
 def remember_principal(request: Request, principal: Principal) -> None:

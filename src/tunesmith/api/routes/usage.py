@@ -14,7 +14,10 @@ from tunesmith.protocol.usage import UsageReport
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"], route_class=CappedRoute)
 
-UnixTime = Annotated[int | None, Query(ge=0)]
+# Up to the last second of year 9999, the last a date can show; beyond it the sums overflow
+# the database's 64-bit integers (a 500 before this bound).
+MAX_UNIX_TIME = 253_402_300_799
+UnixTime = Annotated[int | None, Query(ge=0, le=MAX_UNIX_TIME)]
 
 
 @router.get("", response_model=UsageReport)

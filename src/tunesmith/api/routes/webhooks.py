@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 
 from tunesmith import webhooks
 from tunesmith.api.body import CappedRoute
-from tunesmith.api.deps import Owner, PageLimit, Reader, SessionDep, now
+from tunesmith.api.deps import Owner, PageLimit, Reader, RuntimeDep, SessionDep, now
 from tunesmith.protocol.pages import ListPage
 from tunesmith.protocol.webhooks import (
     CreateWebhookEndpointRequest,
@@ -33,7 +33,7 @@ OwnedWebhook = Annotated[WebhookRow, Depends(owned_webhook)]
 
 @router.post("", response_model=WebhookEndpoint)
 def create_webhook_endpoint(
-    body: CreateWebhookEndpointRequest, principal: Owner, session: SessionDep
+    body: CreateWebhookEndpointRequest, principal: Owner, session: SessionDep, runtime: RuntimeDep
 ) -> WebhookEndpoint:
     row, secret = webhooks.create_webhook(
         session,
@@ -42,6 +42,7 @@ def create_webhook_endpoint(
         url=body.url,
         event_types=body.event_types,
         now=now(),
+        allow=runtime.settings.webhook_allowed(),
     )
     return webhooks.webhook_to_protocol(row, secret)
 
