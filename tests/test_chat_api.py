@@ -296,6 +296,33 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot_and_is_metered(
     assert entry["completion_tokens"] >= answer.usage.completion_tokens
 
 
+def test_a_seed_out_of_range_is_refused_and_leaves_the_deployment_free(
+    jobs_api: LiveServer,
+) -> None:
+    # A seed of 2**64 once raised in the engine after admission: the slot was never freed,
+    # and as many such requests as the concurrency cap left the deployment answering 429.
+    deploy(jobs_api, "seeded", TOY_BASE, rate_limits={"max_concurrent_requests": 2})
+    with jobs_api.http() as http:
+        for seed in (2**64, 2**63, -(2**63) - 1, 10**30):
+            response = http.post(
+                "/v1/chat/completions",
+                json={"model": "seeded", "messages": HELLO, "max_tokens": 2, "seed": seed},
+            )
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["param"] == "seed"
+    # The ends of OpenAI's range are served, also when the choices' seeds step past them.
+    client = jobs_api.client()
+    for seed in (2**63 - 1, -(2**63)):
+        answer = client.chat.completions.create(
+            model="seeded",
+            messages=HELLO,
+            max_tokens=2,
+            n=2,
+            seed=seed,  # type: ignore[arg-type]
+        )
+        assert len(answer.choices) == 2
+
+
 def test_tokens_per_minute_counts_max_tokens_when_admitting(jobs_api: LiveServer) -> None:
     deploy(jobs_api, "few", TOY_BASE, rate_limits={"tokens_per_minute": 100})
     with pytest.raises(openai.RateLimitError) as refused:

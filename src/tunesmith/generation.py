@@ -90,14 +90,18 @@ async def generate(serving: Serving, call: Call) -> AsyncIterator[Delta]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     sinks = [_QueueSink(loop, queue, i) for i in range(len(call.params))]
-    call.generation = generation = await run_in_threadpool(
-        serving.engine.submit,
-        call.assets.source,
-        call.prompt,
-        list(zip(call.params, sinks, strict=True)),
-        tokenizer=call.assets.decoder,
-        stop_ids=call.assets.stop_ids,
-    )
+    try:
+        call.generation = generation = await run_in_threadpool(
+            serving.engine.submit,
+            call.assets.source,
+            call.prompt,
+            list(zip(call.params, sinks, strict=True)),
+            tokenizer=call.assets.decoder,
+            stop_ids=call.assets.stop_ids,
+        )
+    except BaseException:  # nothing was generated: free the slot, meter nothing
+        call.admission.finish(call.prompt_tokens, now=time.time())
+        raise
     choices = [_Choice(call.tools.reader()) for _ in call.params]
     running = len(call.params)
     metered = False

@@ -33,7 +33,7 @@ def make_generator(seed: int | None) -> torch.Generator:
     if seed is None:
         generator.seed()
     else:
-        generator.manual_seed(seed)
+        generator.manual_seed(seed % 2**64)  # choices count up from the seed, past int64
     return generator
 
 
