@@ -411,6 +411,8 @@ def test_usage_totals_equal_the_sum_of_the_responses(served: LiveServer) -> None
         ({"max_tokens": 0}, "max_tokens"),
         ({"frequency_penalty": 1.0}, None),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": "x" * 257}, "stop"),  # matching costs a stop's length per character
+        ({"stop": ["ok", "y" * 10_000]}, "stop"),
         ({"unknown_field": 1}, "unknown_field"),
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),

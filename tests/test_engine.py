@@ -18,7 +18,8 @@ from tests.adapters import random_adapter
 from tunesmith.catalog.models import load_causal_lm
 from tunesmith.serving.adapters import Adapter
 from tunesmith.serving.engine import Engine, ModelSource
-from tunesmith.serving.sampling import SamplingParams, TextStream
+from tunesmith.serving.sampling import SamplingParams
+from tunesmith.serving.text_stream import TextStream
 from tunesmith.training.lora import apply_lora, load_lora_state_dict, merge_lora, read_adapter
 
 PROMPT = "The quick brown fox"

@@ -25,6 +25,12 @@ class StreamOptions(BaseModel):
     """Send a last chunk with the request's ``usage`` (and no choices) before ``[DONE]``."""
 
 
+MAX_STOPS = 4
+"""OpenAI's limit on stop sequences per request."""
+MAX_STOP_CHARS = 256
+"""Characters per stop sequence: OpenAI publishes no bound; matching costs this per character."""
+
+
 class _Sampling(BaseModel):
     """Parameters shared by chat and text completions."""
 
@@ -50,8 +56,10 @@ class _Sampling(BaseModel):
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
         stops = [value] if isinstance(value, str) else value or []
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("give up to 4 non-empty stop sequences")
+        if len(stops) > MAX_STOPS or any(not s for s in stops):
+            raise ValueError(f"give up to {MAX_STOPS} non-empty stop sequences")
+        if any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"a stop sequence is at most {MAX_STOP_CHARS} characters")
         return value
 
     @model_validator(mode="after")

@@ -39,7 +39,8 @@ import torch
 
 from tunesmith.serving.adapters import Adapter, RowAdapters, load_adapter
 from tunesmith.serving.forward import Decoder
-from tunesmith.serving.sampling import SamplingParams, TextStream, make_generator, next_token
+from tunesmith.serving.sampling import SamplingParams, make_generator, next_token
+from tunesmith.serving.text_stream import TextStream
 
 log = logging.getLogger(__name__)
 
