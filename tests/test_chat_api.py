@@ -348,6 +348,54 @@ def test_the_content_filter_blocks_a_prompt_until_it_is_turned_off(served: LiveS
     assert answer.choices[0].finish_reason == "length"
 
 
+THREAT = "I will kill you."
+ARGUMENTS = f'{{"text": "{THREAT}"}}'
+CALL = {"id": "call_1", "type": "function", "function": {"name": "send", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {
+            "messages": [
+                {"role": "user", "content": "Send the message."},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            **CALL,
+                            "function": {"name": "send", "arguments": f'{{"text": "{THREAT}"}}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "sent"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Send the message."},
+                {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                {"role": "tool", "tool_call_id": "call_1", "content": THREAT},
+            ]
+        },
+    ],
+    ids=["call-arguments", "tool-result"],
+)
+def test_the_prompt_filter_reads_tool_calls_and_their_results(
+    served: LiveServer, where: dict[str, Any]
+) -> None:
+    # It once read only the messages' content: a threat in a call's arguments went through.
+    # (Tools offered are read too: tests/test_tool_calls.py; the toy model's context is too
+    # short for a prompt that offers tools.)
+    request = {"model": "toy", "messages": HELLO, "max_tokens": 2, **where}
+    with served.http() as http:
+        response = http.post("/v1/chat/completions", json=request)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "content_filter" and "violence" in error["message"]
+
+
 class FlagRepeats:
     """A content filter flagging four x's in a row: what the toy model answers to the fox."""
 

@@ -36,7 +36,7 @@ from tunesmith.data.rules import ChatUnit
 from tunesmith.data.tool_calls import HERMES, CallReader, CallSyntax, ParsedCall, split_answer
 from tunesmith.errors import InvalidRequest
 from tunesmith.protocol.chat import ChatCompletionRequest
-from tunesmith.serving.safety import CATEGORIES, CategoryResult, FilterResult
+from tunesmith.serving.safety import CATEGORIES, CategoryResult, FilterResult, LexiconFilter
 
 NAMES = {"get_weather", "get_time"}
 WEATHER = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
@@ -562,7 +562,8 @@ def test_tool_choice_none_required_named_and_parallel(trained: LiveServer) -> No
 
 
 class FlagCity:
-    """A content filter that blocks the word "city": found in the call's arguments alone."""
+    """A content filter that blocks what it reads of the call (its name, then its arguments' keys
+    and values): the prompt offers the tool and names the city, but never in that order."""
 
     check_every_chars = 0
 
@@ -570,7 +571,7 @@ class FlagCity:
         pass
 
     def check(self, text: str) -> FilterResult:
-        flagged = "city" in text
+        flagged = "get_weather city Paris" in text
         return FilterResult(
             {
                 c: CategoryResult("high" if flagged and c == "hate" else "safe", flagged)
@@ -597,3 +598,29 @@ def test_the_content_filter_screens_a_calls_arguments(trained: LiveServer) -> No
         serving.content_filter = kept
         with trained.http() as http:
             http.patch("/v1/deployments/weather", json={"content_filter": True})
+
+
+THREAT = "I will kill you."
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        {"name": "send", "description": THREAT},
+        {
+            "name": "send",
+            "parameters": {"type": "object", "properties": {"text": {"enum": [THREAT]}}},
+        },
+        {"name": "send", "parameters": {"type": "object", "properties": {THREAT: {}}}},
+    ],
+    ids=["description", "enum", "property-name"],
+)
+def test_the_prompt_filter_reads_the_tools_offered(function: dict[str, Any]) -> None:
+    messages = [{"role": "user", "content": "Send the message."}]
+    assert not LexiconFilter().check(tool_use.screened_prompt(messages, None)).filtered
+    screened = tool_use.screened_prompt(messages, [{"type": "function", "function": function}])
+    assert LexiconFilter().check(screened).blocked() == ["violence"]
+    # Arguments that are not JSON are read as written.
+    call = {"function": {"name": "send", "arguments": THREAT}}
+    assistant = {"role": "assistant", "content": "", "tool_calls": [call]}
+    assert LexiconFilter().check(tool_use.screened_prompt([assistant], None)).filtered

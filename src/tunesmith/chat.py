@@ -153,7 +153,7 @@ class Serving:
                 tools, assets.chat.call_syntax if assets.chat else None, target.deployment.name
             )
             prompt = assets.chat_prompt(messages, tools.tools, answer_prefix=plan.prefix)
-            screened = "\n".join(str(m.get("content") or "") for m in messages)
+            screened = tool_use.screened_prompt(messages, tools.tools)
             prompt_param = "messages"
         else:
             kind = "completion"

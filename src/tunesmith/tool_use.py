@@ -129,22 +129,47 @@ def plan(request: ToolRequest, syntax: CallSyntax | None, model: str) -> ToolPla
 
 
 def screened_text(name: str, arguments: str) -> str:
-    """What the content filter reads of a call: its name and its arguments' keys and values."""
-    words: list[str] = [name]
+    """What the content filter reads of a call: its name and its arguments' keys and values
+    (the arguments as written, when they are not JSON)."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return f"{name} {arguments}"
+    return " ".join([name, *_words(parsed)])
 
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                words.append(str(key))
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-        elif value is not None:
-            words.append(str(value))
 
-    walk(json.loads(arguments))
-    return " ".join(words)
+def screened_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+    """What the content filter reads of a chat request: every message's content, the calls
+    assistant messages made (names and arguments), and the tools offered (names,
+    descriptions and every key and value of their parameters' schemas)."""
+    parts: list[str] = []
+    for message in messages:
+        parts.append(str(message.get("content") or ""))
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            parts.append(
+                screened_text(str(function.get("name", "")), str(function.get("arguments", "")))
+            )
+    for tool in tools or ():
+        parts.append(" ".join(_words(tool.get("function") or {})))
+    return "\n".join(parts)
+
+
+def _words(value: Any) -> list[str]:
+    """The keys and values of a JSON value, depth first."""
+    words: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in reversed(item.items()):
+                stack.append(inner)
+                stack.append(str(key))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+        elif item is not None:
+            words.append(str(item))
+    return words
 
 
 def _function_name(tool: Any, where: str) -> str:
