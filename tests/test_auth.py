@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from pathlib import Path
@@ -68,7 +69,13 @@ def test_azure_v1_paths_serve_the_same_api(live: LiveServer) -> None:
 def test_health_and_docs_need_no_key(live: LiveServer) -> None:
     http = live.http(key=None)
     assert http.get("/health").json() == {"status": "ok"}
-    assert http.get("/docs").status_code == 200
+    page = http.get("/docs")
+    assert page.status_code == 200
+    # Everything the page loads comes from this server: no CDN.
+    sources = re.findall(r'(?:src|href|url)\s*[=:]\s*["\']([^"\']+)', page.text)
+    assert sources and all(s.startswith("/") for s in sources), sources
+    for source in sources:
+        assert http.get(source).status_code == 200, source
     assert "/v1/files" in http.get("/openapi.json").json()["paths"]
 
 

@@ -24,6 +24,7 @@ from tunesmith.api.azure import AzurePaths
 from tunesmith.api.deps import Runtime
 from tunesmith.api.errors import install_error_handlers
 from tunesmith.api.routes import (
+    apidocs,
     chat,
     deployments,
     endpoints,
@@ -123,7 +124,10 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description="Self-hosted fine-tuning foundry with an OpenAI-compatible API.",
         lifespan=lifespan,
+        docs_url=None,  # apidocs serves /docs with local assets
+        redoc_url=None,
     )
+    apidocs.install(app)
     app.state.runtime = runtime
     app.state.generated_admin_key = generated
     install_error_handlers(app)
