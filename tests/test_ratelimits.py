@@ -216,3 +216,33 @@ def test_concurrent_admissions_never_exceed_the_limit() -> None:
 )
 def test_durations_are_written_as_openai_does(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_a_reservation_holds_a_slot_before_its_tokens_are_known() -> None:
+    limiter = RateLimiter()
+    rules = limits(rpm=10, tpm=1000, concurrent=1)
+    reserved = limiter.reserve("dep", rules, now=0.0)
+    with pytest.raises(RateLimited) as raised:  # refused before any work: the slot is taken
+        limiter.reserve("dep", rules, now=0.1)
+    assert "max_concurrent_requests is 1" in raised.value.message
+    reserved.charge(400, now=0.2)
+    assert reserved.headers["x-ratelimit-remaining-tokens"] == "600"
+    assert reserved.headers["x-ratelimit-remaining-requests"] == "9"
+    reserved.finish(300, now=1.0)
+    assert limiter.admit("dep", rules, 700, now=2.0).headers["x-ratelimit-remaining-tokens"] == "0"
+
+
+def test_a_charge_over_the_tokens_limit_is_refused_and_not_counted() -> None:
+    limiter = RateLimiter()
+    rules = limits(rpm=2, tpm=1000, concurrent=1)
+    limiter.admit("dep", rules, 800, now=0.0).finish(800, now=0.0)
+    reserved = limiter.reserve("dep", rules, now=1.0)
+    with pytest.raises(RateLimited) as raised:
+        reserved.charge(300, now=1.0)
+    assert "tokens_per_minute is 1000, 800 were used" in raised.value.message
+    assert raised.value.headers["retry-after"] == "59"
+    reserved.finish(0, now=1.0)  # the caller's clean-up after the refusal changes nothing
+    # its slot is free and it was not counted: one more request fits in the minute's two
+    headers = limiter.admit("dep", rules, 100, now=2.0).headers
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert headers["x-ratelimit-remaining-tokens"] == "100"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -143,6 +144,24 @@ class Serving:
         with transaction(self.sessions) as session:
             target = resolve_target(session, principal, request.model, now=now)
             owner = weights_owner(session, target)
+        # Refused before any work is spent on it (its model's load, its prompt's rendering):
+        # under overload a refusal costs next to nothing, so the engine keeps its capacity.
+        admission = self.limiter.reserve(target.deployment.id, target.limits, now=time.time())
+        try:
+            return self._admitted(target, owner, request, tools, admission, now)
+        except BaseException:
+            admission.finish(0, now=time.time())
+            raise
+
+    def _admitted(
+        self,
+        target: ServingTarget,
+        owner: Path | None,
+        request: ChatCompletionRequest | CompletionRequest,
+        tools: tool_use.ToolRequest,
+        admission: Admission,
+        now: int,
+    ) -> Call:
         # Outside the transaction: the first request for a GGUF model waits for its conversion.
         source, assets = self.models.load(target, owner)
         if isinstance(request, ChatCompletionRequest):
@@ -168,29 +187,20 @@ class Serving:
                 param="n",
             )
         deployment = target.deployment
-        admission = self.limiter.admit(
-            deployment.id,
-            target.limits,
-            len(prompt) + max_tokens * request.n,
-            now=time.time(),
-        )
-        try:
-            content_filter = self.content_filter if deployment.content_filter else None
-            verdict = content_filter.check(screened) if content_filter else None
-            if verdict is not None and verdict.filtered:
-                raise InvalidRequest(
-                    "The prompt was blocked by this deployment's content filter ("
-                    + ", ".join(f"{c}: {verdict.categories[c].severity}" for c in verdict.blocked())
-                    + "). Rephrase the request; the deployment's owner can turn the filter off "
-                    f"with PATCH /v1/deployments/{deployment.name} "
-                    '{"content_filter": false}.',
-                    param=prompt_param,
-                    code="content_filter",
-                )
-            self.models.prepare(source, deployment.model_id)
-        except BaseException:
-            admission.finish(len(prompt), now=time.time())
-            raise
+        admission.charge(len(prompt) + max_tokens * request.n, now=time.time())
+        content_filter = self.content_filter if deployment.content_filter else None
+        verdict = content_filter.check(screened) if content_filter else None
+        if verdict is not None and verdict.filtered:
+            raise InvalidRequest(
+                "The prompt was blocked by this deployment's content filter ("
+                + ", ".join(f"{c}: {verdict.categories[c].severity}" for c in verdict.blocked())
+                + "). Rephrase the request; the deployment's owner can turn the filter off "
+                f"with PATCH /v1/deployments/{deployment.name} "
+                '{"content_filter": false}.',
+                param=prompt_param,
+                code="content_filter",
+            )
+        self.models.prepare(source, deployment.model_id)
         seed = request.seed
         params = [
             SamplingParams(

@@ -43,7 +43,7 @@ class RateLimits:
     max_concurrent_requests: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: an entry is found and removed as itself
 class _Entry:
     at: float
     tokens: int
@@ -100,16 +100,46 @@ class Admission:
     """An admitted request. ``headers`` go out with its response; call :meth:`finish` once it
     is answered (or has failed) to free its concurrency slot and record its actual tokens."""
 
-    __slots__ = ("_done", "_entry", "_lock", "_window", "headers")
+    __slots__ = ("_done", "_entry", "_limits", "_lock", "_window", "headers")
 
     def __init__(
-        self, lock: threading.Lock, window: _Window, entry: _Entry, headers: dict[str, str]
+        self,
+        lock: threading.Lock,
+        window: _Window,
+        entry: _Entry,
+        limits: RateLimits,
+        headers: dict[str, str],
     ) -> None:
         self._lock = lock
         self._window = window
         self._entry = entry
+        self._limits = limits
         self._done = False
         self.headers = headers
+
+    def charge(self, tokens: int, *, now: float) -> None:
+        """Adds the request's token estimate to a :meth:`RateLimiter.reserve`\ d admission, or
+        raises :class:`RateLimited` (429) when it would exceed ``tokens_per_minute``: then the
+        request is taken out of the window (a refused request is not counted) and its slot is
+        freed."""
+        if tokens < 0:
+            raise ValueError(f"a request's token estimate cannot be negative; got {tokens}")
+        with self._lock:
+            window, entry = self._window, self._entry
+            window.prune(now)
+            problems, wait = _token_refusals(window, self._limits, tokens, now)
+            if problems:
+                if entry.counted:
+                    window.entries.remove(entry)
+                    entry.counted = False
+                if not self._done:
+                    self._done = True
+                    window.in_flight -= 1
+                raise _refused(problems, wait, window, self._limits, now)
+            if entry.counted:
+                window.tokens += tokens
+            entry.tokens += tokens
+            self.headers = window.headers(self._limits, now)
 
     def finish(self, actual_tokens: int, *, now: float) -> None:
         """Frees the slot and replaces the estimate by ``actual_tokens``; later calls do nothing."""
@@ -141,22 +171,23 @@ class RateLimiter:
             self._collect(now)
             window = self._windows.setdefault(key, _Window())
             window.prune(now)
-            problems, wait = _refusals(window, limits, tokens, now)
+            problems, wait = _request_refusals(window, limits, now)
+            more, token_wait = _token_refusals(window, limits, tokens, now)
+            problems += more
             if problems:
-                retry_after = max(1, math.ceil(round(wait, 6)))
-                headers = {"retry-after": str(retry_after), **window.headers(limits, now)}
-                raise RateLimited(
-                    "Rate limit reached for this deployment: "
-                    + "; ".join(problems)
-                    + f". Retry after {retry_after} s, or ask the project's owner to raise the "
-                    "limit (PATCH /v1/deployments/<deployment> with rate_limits).",
-                    headers=headers,
-                )
+                raise _refused(problems, max(wait, token_wait), window, limits, now)
             entry = _Entry(now, tokens)
             window.entries.append(entry)
             window.tokens += tokens
             window.in_flight += 1
-            return Admission(self._lock, window, entry, window.headers(limits, now))
+            return Admission(self._lock, window, entry, limits, window.headers(limits, now))
+
+    def reserve(self, key: str, limits: RateLimits, *, now: float) -> Admission:
+        """Admits a request whose tokens are not known yet, by its count and concurrency alone,
+        or raises :class:`RateLimited` (429); :meth:`Admission.charge` adds its tokens once
+        known. A request is refused this way before any work is spent on it (rendering its
+        prompt, waiting for its model to load)."""
+        return self.admit(key, limits, 0, now=now)
 
     def _collect(self, now: float) -> None:
         """Drops keys with nothing in their window and nothing in flight, once a minute."""
@@ -169,10 +200,22 @@ class RateLimiter:
                 del self._windows[key]
 
 
-def _refusals(
-    window: _Window, limits: RateLimits, tokens: int, now: float
-) -> tuple[list[str], float]:
-    """What would be exceeded by admitting the request, and how long until it would fit."""
+def _refused(
+    problems: list[str], wait: float, window: _Window, limits: RateLimits, now: float
+) -> RateLimited:
+    retry_after = max(1, math.ceil(round(wait, 6)))
+    headers = {"retry-after": str(retry_after), **window.headers(limits, now)}
+    return RateLimited(
+        "Rate limit reached for this deployment: "
+        + "; ".join(problems)
+        + f". Retry after {retry_after} s, or ask the project's owner to raise the "
+        "limit (PATCH /v1/deployments/<deployment> with rate_limits).",
+        headers=headers,
+    )
+
+
+def _request_refusals(window: _Window, limits: RateLimits, now: float) -> tuple[list[str], float]:
+    """Which of the request limits one more request would exceed, and how long until it fits."""
     problems: list[str] = []
     wait = 0.0
     count = len(window.entries)
@@ -184,6 +227,21 @@ def _refusals(
             f"requests_per_minute is {limits.requests_per_minute} and {count} request(s) were "
             f"made in the last minute (the next one is allowed in {format_duration(until)})"
         )
+    if window.in_flight + 1 > limits.max_concurrent_requests:
+        wait = max(wait, float(CONCURRENCY_RETRY_SECONDS))
+        problems.append(
+            f"max_concurrent_requests is {limits.max_concurrent_requests} and "
+            f"{window.in_flight} request(s) are in flight; retry when one has finished"
+        )
+    return problems, wait
+
+
+def _token_refusals(
+    window: _Window, limits: RateLimits, tokens: int, now: float
+) -> tuple[list[str], float]:
+    """Whether ``tokens`` more would exceed ``tokens_per_minute``, and how long until they fit."""
+    problems: list[str] = []
+    wait = 0.0
     if tokens > limits.tokens_per_minute:
         wait = max(wait, WINDOW_SECONDS)
         problems.append(
@@ -204,11 +262,5 @@ def _refusals(
             f"tokens_per_minute is {limits.tokens_per_minute}, {window.tokens} were used in the "
             f"last minute and this request is estimated at {tokens} (prompt + max_tokens); "
             f"it fits in {format_duration(until)}"
-        )
-    if window.in_flight + 1 > limits.max_concurrent_requests:
-        wait = max(wait, float(CONCURRENCY_RETRY_SECONDS))
-        problems.append(
-            f"max_concurrent_requests is {limits.max_concurrent_requests} and "
-            f"{window.in_flight} request(s) are in flight; retry when one has finished"
         )
     return problems, wait

@@ -51,6 +51,8 @@ class ServedModels:
         self._tokenizers: dict[str, ModelAssets] = {}
         """Loaded tokenizers by fingerprint, shared by the models whose files are identical."""
         self._assets_lock = threading.Lock()
+        self._loading: dict[tuple[ModelSource, Path], threading.Lock] = {}
+        """The models whose assets a request is loading now, held until it is done."""
 
     def load(self, target: ServingTarget, owner: Path | None) -> tuple[ModelSource, ModelAssets]:
         """The weights (and adapter) to serve and the served model's assets; ``owner`` is
@@ -113,17 +115,32 @@ class ServedModels:
             log.exception("loading the deployments left creating failed")
 
     def _assets_of(self, source: ModelSource, folder: Path, name: str) -> ModelAssets:
+        """The model's assets, loaded once however many requests ask at the same time: the
+        first loads them, the others wait for it (one lock per model being loaded)."""
         key = (source, folder)
-        with self._assets_lock:
-            if key in self._assets:
-                self._assets.move_to_end(key)
-                return self._assets[key]
-        assets = load_assets(source, folder, name, known=self._tokenizers)
-        with self._assets_lock:
-            self._assets[key] = assets
-            while len(self._assets) > _ASSETS_KEPT:
-                self._assets.popitem(last=False)
-        return assets
+        while True:
+            with self._assets_lock:
+                if key in self._assets:
+                    self._assets.move_to_end(key)
+                    return self._assets[key]
+                loading = self._loading.get(key)
+                if loading is None:
+                    loading = self._loading[key] = threading.Lock()
+                    loading.acquire()
+                    break
+            with loading:  # another request is loading them; look again once it is done
+                pass
+        try:
+            assets = load_assets(source, folder, name, known=self._tokenizers)
+            with self._assets_lock:
+                self._assets[key] = assets
+                while len(self._assets) > _ASSETS_KEPT:
+                    self._assets.popitem(last=False)
+            return assets
+        finally:  # loaded or failed: the next one waiting looks again (and tries itself)
+            with self._assets_lock:
+                del self._loading[key]
+            loading.release()
 
 
 def weights_owner(session: Session, target: ServingTarget) -> Path | None:

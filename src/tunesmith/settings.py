@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tunesmith.webhook_targets import Allow
 
 MB = 1024 * 1024
+BACKGROUND_THREADS = 8
+"""Database connections kept beyond the request threads, for the server's own threads."""
 
 
 class Prices(BaseModel):
@@ -61,6 +63,14 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     """SQLAlchemy URL; default ``sqlite:///<home>/tunesmith.db``. PostgreSQL works by URL."""
+
+    request_threads: int = Field(default=40, ge=2, le=1024)
+    """Threads that run the blocking part of requests (key checks, database, rendering
+    prompts); a request beyond them waits for one. The database pool is sized from it."""
+
+    database_pool_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """How long a request waits for a free database connection before it is answered 503
+    with ``retry-after``."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -249,6 +259,12 @@ class Settings(BaseSettings):
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"  # an IPv6 address
         return f"http://{host}:{self.port}"
+
+    def database_pool_size(self) -> int:
+        """Database connections one process keeps: one per request thread, and
+        :data:`BACKGROUND_THREADS` for the server's own (the worker, webhooks, the sweep,
+        metering), so no request waits for a connection while a thread is free."""
+        return self.request_threads + BACKGROUND_THREADS
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'tunesmith.db'}"

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 
+import anyio.to_thread
 import httpx
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -60,7 +61,11 @@ def create_app(settings: Settings) -> FastAPI:
         check_admin_key_strength(settings.admin_key.get_secret_value())
     settings.home.mkdir(parents=True, exist_ok=True)
     sealer = installation_sealer(settings)
-    engine = make_engine(settings.resolved_database_url())
+    engine = make_engine(
+        settings.resolved_database_url(),
+        pool_size=settings.database_pool_size(),
+        pool_timeout=settings.database_pool_timeout_seconds,
+    )
     upgrade_to_head(engine, sealer=sealer)
     sessions = make_session_factory(engine)
     now = int(time.time())
@@ -88,6 +93,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The threads of blocking request work; the database pool holds one connection each.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
         # Load (and on first start convert) the tokenizer now rather than in the first upload.
         warm = asyncio.create_task(run_in_threadpool(validator.warm_up))
         task = asyncio.create_task(_sweep_forever(runtime))

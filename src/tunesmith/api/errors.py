@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.errors import TunesmithError
@@ -57,6 +58,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return _envelope(exc.status_code, message, None, None)
 
 
+async def _database_busy(_request: Request, exc: Exception) -> JSONResponse:
+    """No database connection came free within ``TUNESMITH_DATABASE_POOL_TIMEOUT_SECONDS``:
+    overload, answered as such (503, ``retry-after``), never as a server fault."""
+    assert isinstance(exc, PoolTimeout)
+    log.warning("no free database connection: %s", exc)
+    response = _envelope(
+        503,
+        "The server is busy: every database connection is in use. Retry after 1 s; the operator "
+        "can raise TUNESMITH_REQUEST_THREADS (the pool holds one connection per request thread).",
+        None,
+        "server_busy",
+    )
+    response.headers["retry-after"] = "1"
+    return response
+
+
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return _envelope(500, "The server had an error processing your request.", None, None)
@@ -66,4 +83,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TunesmithError, _tunesmith_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(PoolTimeout, _database_busy)
     app.add_exception_handler(Exception, _unexpected)

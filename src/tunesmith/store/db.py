@@ -22,10 +22,17 @@ _AFTER_ROLLBACK = "tunesmith.after_rollback"
 S = TypeVar("S", bound=Select[Any])
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int | None = None, pool_timeout: float = 30.0) -> Engine:
+    """An engine; with ``pool_size`` (the server's, ``Settings.database_pool_size``) it keeps
+    that many connections and no more, and a thread that finds none free waits
+    ``pool_timeout`` seconds, then gets :class:`sqlalchemy.exc.TimeoutError` (answered 503 by
+    the API). Without, SQLAlchemy's defaults (job processes, the CLI, tests)."""
+    pool: dict[str, Any] = {}
+    if pool_size is not None:
+        pool = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": pool_timeout}
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        return create_engine(url, pool_pre_ping=True, **pool)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
