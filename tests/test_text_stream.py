@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from tunesmith.serving.text_stream import StopMatcher, TextStream
+from tunesmith.serving.text_stream import MAX_CHAR_IDS, StopMatcher, TextStream
 
 TEXT = "Déjà vu: naïve café, 東京 and 🦊🚀 — «quoted» ½ x² ∑ END of story.\nNext line 👩‍👩‍👧."
 
@@ -135,4 +135,18 @@ def test_each_token_costs_the_same_however_long_the_answer() -> None:
     ids = tokenizer.encode("é🦊 word " * 2000)
     answer, stopped = streamed(tokenizer, ids, ("x" * 256, "never here", "🦊🦊", "zz"))
     assert answer == "é🦊 word " * 2000 and not stopped
+    assert tokenizer.decoded < 12 * len(ids)
+
+
+def test_bytes_that_never_make_a_character_stream_in_linear_time() -> None:
+    """A model may emit bytes that are no UTF-8 at all (a random or broken fine-tune does): the
+    replacement character is final once more ids follow than any character needs, so the
+    answer streams instead of waiting for its end, and no step re-decodes all of it."""
+    tokenizer = ByteTokenizer()
+    ids = [0xFF] * 3000 + [0xE2, 0x82] * 500  # 0xFF begins no character; E2 82 begins "€"
+    stream = TextStream(tokenizer)
+    pieces = [stream.push(i) for i in ids]
+    text = "".join(pieces) + stream.flush()
+    assert text == bytes(ids).decode("utf-8", errors="replace")
+    assert sum(1 for p in pieces if p) >= len(ids) // MAX_CHAR_IDS  # it streams as it comes
     assert tokenizer.decoded < 12 * len(ids)

@@ -1,9 +1,10 @@
 """Turning generated token ids into text that streams safely, in time linear in the answer.
 
 :class:`TextStream` takes one token at a time and hands out the text that became final. Two
-things are held back: an incomplete UTF-8 character (a tokenizer decodes its bytes as U+FFFD)
-and any tail that could still grow into a stop sequence, so a stop sequence never reaches the
-client, even in part.
+things are held back: an incomplete UTF-8 character (a tokenizer decodes its bytes as U+FFFD;
+held for at most ``MAX_CHAR_IDS`` ids, after which those bytes made no character and U+FFFD
+is their text) and any tail that could still grow into a stop sequence, so a stop sequence
+never reaches the client, even in part.
 
 Each step costs the same however long the answer is. Decoding looks only at a short window of
 ids (the few since the last complete character, and the ones before them for context: the same
@@ -22,6 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 REPLACEMENT = "\ufffd"
+MAX_CHAR_IDS = 4
+"""Ids one character can take (UTF-8 has at most 4 bytes a character): a replacement character
+still at the end after this many new ids is final, bytes that make no character at all."""
 
 
 class StopMatcher:
@@ -105,7 +109,8 @@ class TextStream:
         self.ids.append(token_id)
         seen = self._decode(self._prefix, self._read)
         now = self._decode(self._prefix, len(self.ids))
-        if len(now) <= len(seen) or now.endswith(REPLACEMENT):
+        pending = len(self.ids) - self._read
+        if len(now) <= len(seen) or (now.endswith(REPLACEMENT) and pending < MAX_CHAR_IDS):
             return ""  # an incomplete character (or nothing visible yet) waits
         self._prefix, self._read = self._read, len(self.ids)
         return self._add(now[len(seen) :], hold=True)
