@@ -29,7 +29,12 @@ from tunesmith.data.tool_calls import CallReader, ParsedCall, Piece
 from tunesmith.errors import ServerError
 from tunesmith.ids import new_id
 from tunesmith.protocol.chat import FinishReason
+from tunesmith.serving.safety import ContentFilter, FilterResult, window_start
 from tunesmith.store.db import transaction
+
+INLINE_CHECK_CHARS = 2 * 1024
+"""Texts up to this long are checked by a local filter on the event loop; longer ones (the
+whole answer at its end) on a worker thread."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +167,8 @@ async def _release(
             return
         if isinstance(piece, str):
             choice.held += piece
-            if text := await _screened(call, index, choice, whole=final):
+            last = final and piece == ""
+            if text := await _screened(call, index, choice, whole=final, last=last):
                 yield Delta(index, text)
             continue
         if text := await _screened(call, index, choice, whole=True):
@@ -176,32 +182,51 @@ async def _release(
             call.generation.cancel(index)  # no more calls are read: stop generating
 
 
-async def _screened(call: Call, index: int, choice: _Choice, *, whole: bool) -> str:
-    """The held content that may go out now ("" when none may, or the choice is blocked)."""
+async def _screened(
+    call: Call, index: int, choice: _Choice, *, whole: bool, last: bool = False
+) -> str:
+    """The held content that may go out now ("" when none may, or the choice is blocked).
+    The ``last`` check of a choice reads its whole answer, even with nothing held."""
     end = len(choice.held)
     if call.content_filter is not None and not whole:
         end = _last_boundary(choice.held)
         if end <= call.content_filter.check_every_chars:
             return ""
-    if not end or not await _passes(call, index, choice.sent, choice.held[:end]):
+    if not (end or last) or not await _passes(
+        call, index, choice.sent, choice.held[:end], whole=last
+    ):
         return ""
     release, choice.held = choice.held[:end], choice.held[end:]
     choice.sent += release
     return release
 
 
-async def _passes(call: Call, index: int, sent: str, new: str) -> bool:
-    """Checks a choice's text so far with ``new`` added; a blocked choice is stopped."""
-    if call.content_filter is None:
+async def _passes(call: Call, index: int, sent: str, new: str, *, whole: bool = False) -> bool:
+    """Checks a choice's text so far with ``new`` added; a blocked choice is stopped.
+
+    While the answer streams, a check reads ``new`` and the end of what was checked before
+    (``safety.window_start``), so each costs the same however long the answer grows; a window
+    the filter flags is checked again whole before the choice is blocked, and the ``whole``
+    check at the end reads the entire answer: the verdicts are those of the whole text."""
+    content_filter = call.content_filter
+    if content_filter is None:
         return True
-    if call.content_filter.check_every_chars:  # a network request: off the event loop
-        verdict = await run_in_threadpool(call.content_filter.check, sent + new)
-    else:  # a local filter, microseconds a check
-        verdict = call.content_filter.check(sent + new)
+    start = 0 if whole else window_start(sent)
+    verdict = await _checked(content_filter, sent[start:] + new)
+    if verdict.filtered and start:
+        verdict = await _checked(content_filter, sent + new)
     call.filter_results[index] = verdict
     if verdict.filtered and call.generation is not None:
         call.generation.cancel(index)  # stop generating what will not be sent
     return not verdict.filtered
+
+
+async def _checked(content_filter: ContentFilter, text: str) -> FilterResult:
+    """The filter's verdict on ``text``: on the event loop for a local filter and a short text
+    (tens of microseconds, less than a thread hop), on a worker thread otherwise."""
+    if content_filter.check_every_chars or len(text) > INLINE_CHECK_CHARS:
+        return await run_in_threadpool(content_filter.check, text)
+    return content_filter.check(text)
 
 
 def _call_text(call: ParsedCall) -> str:

@@ -17,6 +17,7 @@ What each one catches and misses is written down in ``docs/CONTENT_FILTER.md``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, get_args
@@ -32,6 +33,7 @@ from tunesmith.settings import Settings
 __all__ = [
     "CATEGORIES",
     "OPENAI_CATEGORIES",
+    "OVERLAP_CHARS",
     "SCORE_BANDS",
     "SEVERE_FLAGS",
     "BlockThreshold",
@@ -44,6 +46,7 @@ __all__ = [
     "Severity",
     "build_filter",
     "severities_from_openai",
+    "window_start",
 ]
 
 BlockThreshold = Literal["low", "medium", "high"]
@@ -95,6 +98,27 @@ class ContentFilter(Protocol):
     def close(self) -> None:
         """Releases what the filter holds (connections)."""
         ...
+
+
+OVERLAP_CHARS: Final = 512
+"""How much of the text already checked a streamed answer's next check scans again, before its
+new text: more than any rule spans in practice (a phrase rule spans a few words), so a term or
+phrase that crosses from old text into new is seen whole."""
+
+_SAFE_CUT: Final = re.compile(r"\S\S\s+(?=\S\S)")
+"""Whitespace between two words of two characters or more: a window cut there normalises as the
+whole text does (only runs of single letters, ``k i l l``, are read across a space)."""
+
+
+def window_start(checked: str) -> int:
+    """Where the check of ``checked`` + new text may begin: ``OVERLAP_CHARS`` or a little more
+    before the end of ``checked``, at a word break that no rule reads across (0 for a short
+    text). Each check of a long answer then costs the same, not the length of the answer."""
+    if len(checked) <= OVERLAP_CHARS:
+        return 0
+    end = len(checked) - OVERLAP_CHARS
+    cuts = [m.end() for m in _SAFE_CUT.finditer(checked, max(0, end - OVERLAP_CHARS // 2), end)]
+    return cuts[-1] if cuts else end
 
 
 def _check_threshold(threshold: BlockThreshold) -> BlockThreshold:
