@@ -11,9 +11,11 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
+from tunesmith.api.body import CappedRoute
+
 ASSETS = "/docs/assets"
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=CappedRoute)
 
 
 @router.get("/docs")
