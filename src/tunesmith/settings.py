@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     max_part_bytes: int = Field(default=64 * MB, ge=1)
     """Largest single part of an Upload (OpenAI's limit is 64 MB)."""
 
+    max_upload_parts: int = Field(default=10_000, ge=1)
+    """Most parts one Upload may have; one more is refused with 400 ``too_many_parts``. OpenAI
+    states no count; 10,000 lets 8 GB arrive in parts of 1 MB, and keeps the rows and part files
+    of one upload bounded."""
+
     max_json_bytes: int = Field(default=1 * MB, ge=1024)
     """Largest JSON body of every route but chat, completions and moderations (413 beyond)."""
 

@@ -1,5 +1,10 @@
 """The Uploads API: a large file sent in parts (each at most 64 MB), then assembled.
 
+The parts never add up to more than the ``bytes`` the upload was created with, and an upload has
+at most ``max_upload_parts`` of them: :func:`part_allowance` says how much the next part may
+carry before its body is read (which bounds the read), and :func:`add_part` checks it again with
+the upload's row locked, so parts sent in parallel cannot together pass it.
+
 Parts are stored under ``parts/<upload-id>/`` as they arrive; completing concatenates them in
 the order the client names, checks the byte count, and hands the result to
 :func:`tunesmith.files.store_file`, so an assembled file is validated and stored like any other.
@@ -9,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tunesmith.errors import Conflict, InvalidRequest, NotFound
@@ -23,6 +28,7 @@ from tunesmith.files import (
 from tunesmith.ids import new_id
 from tunesmith.protocol.files import Upload, UploadPart
 from tunesmith.store.blobs import BlobStore
+from tunesmith.store.db import locked
 from tunesmith.store.tables import FileRow, UploadPartRow, UploadRow
 
 COPY_CHUNK = 8 << 20  # bytes per read while assembling
@@ -76,8 +82,16 @@ def create_upload(
     return row
 
 
-def get_upload(session: Session, project_id: str, upload_id: str) -> UploadRow:
-    row = session.get(UploadRow, upload_id)
+def get_upload(
+    session: Session, project_id: str, upload_id: str, *, lock: bool = False
+) -> UploadRow:
+    """The project's upload, or :class:`NotFound`; ``lock`` holds its row until the transaction
+    ends (no other transaction adds a part or completes it meanwhile)."""
+    if lock:
+        statement = locked(session, select(UploadRow).where(UploadRow.id == upload_id))
+        row = session.scalars(statement.execution_options(populate_existing=True)).first()
+    else:
+        row = session.get(UploadRow, upload_id)
     if row is None or row.project_id != project_id:
         raise NotFound(f"No such Upload object: {upload_id}", param="upload_id")
     return row
@@ -93,10 +107,53 @@ def require_pending(row: UploadRow, *, now: int) -> None:
         )
 
 
+def part_allowance(session: Session, row: UploadRow, *, max_parts: int) -> int:
+    """The most bytes the upload's next part may carry: what its parts so far leave of its
+    declared ``bytes``. Refuses (400, param ``data``) an upload that already has ``max_parts``
+    parts, or whose parts already add up to its size."""
+    count, total = session.execute(
+        select(func.count(), func.coalesce(func.sum(UploadPartRow.bytes), 0)).where(
+            UploadPartRow.upload_id == row.id
+        )
+    ).one()
+    if count >= max_parts:
+        raise InvalidRequest(
+            f"Upload {row.id} already has {count} parts, the most one upload may have "
+            f"(TUNESMITH_MAX_UPLOAD_PARTS={max_parts}); send the data in fewer, larger parts.",
+            param="data",
+            code="too_many_parts",
+        )
+    remaining = int(row.bytes) - int(total)
+    if remaining <= 0:
+        raise InvalidRequest(
+            f"The parts of upload {row.id} already add up to the {row.bytes} bytes it was "
+            "created with; complete it, or create a new upload for more data.",
+            param="data",
+            code="upload_bytes_exceeded",
+        )
+    return remaining
+
+
+def beyond_declared(row: UploadRow, *, size: int | None, allowance: int) -> InvalidRequest:
+    """The refusal of a part larger than what is left of the upload's declared size."""
+    which = f"This part of {size} bytes" if size is not None else "This part"
+    return InvalidRequest(
+        f"{which} is larger than the {allowance} bytes left of the {row.bytes} bytes upload "
+        f"{row.id} was created with; parts may not add up to more than the upload's bytes.",
+        param="data",
+        code="upload_bytes_exceeded",
+    )
+
+
 def add_part(
-    session: Session, row: UploadRow, *, part_id: str, size: int, now: int
+    session: Session, row: UploadRow, *, part_id: str, size: int, max_parts: int, now: int
 ) -> UploadPartRow:
-    """Records a part whose bytes the caller already moved to ``part_dir(upload)/part_id``."""
+    """Records a part whose bytes the caller moves to ``part_dir(upload)/part_id`` in the same
+    transaction. ``row`` must be locked (:func:`get_upload` with ``lock``): the allowance is
+    checked again here, and holds until the transaction ends."""
+    allowance = part_allowance(session, row, max_parts=max_parts)
+    if size > allowance:
+        raise beyond_declared(row, size=size, allowance=allowance)
     part = UploadPartRow(id=part_id, upload_id=row.id, bytes=size, created_at=now)
     session.add(part)
     return part
