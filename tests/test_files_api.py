@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 from openai.types import FileDeleted, FileObject
 
-from tests.conftest import LiveServer
+from tests.conftest import ADMIN_KEY, LiveServer, run_live
 from tests.helpers import chat_example, jsonl, training_file
+from tunesmith.api.app import create_app
 from tunesmith.files import sanitize_filename
+from tunesmith.settings import Settings
 
 
 def stored_blobs(live: LiveServer) -> list[Path]:
@@ -275,7 +278,8 @@ def test_disconnected_upload_leaves_nothing(live: LiveServer) -> None:
     port = int(live.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(
-            b"POST /v1/files HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer tsk-test-admin-key\r\n"
+            b"POST /v1/files HTTP/1.1\r\nHost: test\r\n"
+            + f"Authorization: Bearer {ADMIN_KEY}\r\n".encode()
             + f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
             + b"Content-Length: 1000000\r\n\r\n"
             + head
@@ -352,3 +356,88 @@ def test_unknown_file_and_bad_query(client: openai.OpenAI, live: LiveServer) -> 
     bad_cursor = live.http().get("/v1/files", params={"after": "file-nope"})
     assert bad_cursor.status_code == 404
     assert bad_cursor.json()["error"]["param"] == "after"
+
+
+# -- issue 15, finding 6: one JSONL line is read with a bound ---------------------------------
+
+LINE_CAP = 4096
+
+
+@pytest.fixture
+def line_capped_live(settings: Settings) -> Iterator[LiveServer]:
+    capped = settings.model_copy(update={"max_jsonl_line_bytes": LINE_CAP})
+    yield from run_live(create_app(capped), capped)
+
+
+def _long_example(size: int) -> dict[str, object]:
+    row = chat_example(99)
+    row["messages"][2]["content"] = "a" * size
+    return row
+
+
+def test_a_line_over_the_cap_is_refused_naming_the_line(line_capped_live: LiveServer) -> None:
+    live = line_capped_live
+    rows = [chat_example(i) for i in range(11)] + [_long_example(LINE_CAP)]
+    data = jsonl(rows) + jsonl([chat_example(i) for i in range(20, 25)])
+    with pytest.raises(openai.BadRequestError) as err:
+        live.client().files.create(file=("train.jsonl", data), purpose="fine-tune")
+    assert err.value.body["code"] == "line_too_long"  # type: ignore[index]
+    assert err.value.body["param"] == "file"  # type: ignore[index]
+    assert "Line 12" in err.value.message
+    assert f"{LINE_CAP} bytes" in err.value.message
+    assert "TUNESMITH_MAX_JSONL_LINE_BYTES" in err.value.message
+    assert live.client().files.list().data == []
+    assert stored_blobs(live) == []
+    # The dry run says the same; a line just under the cap is read as any other.
+    checked = live.http().post("/v1/files/validate", files={"file": ("t.jsonl", data)})
+    assert checked.status_code == 400
+    assert checked.json()["error"]["code"] == "line_too_long"
+    fits = jsonl([chat_example(i) for i in range(11)] + [_long_example(LINE_CAP - 200)])
+    assert max(len(line) for line in fits.splitlines()) <= LINE_CAP
+    stored = live.client().files.create(file=("train.jsonl", fits), purpose="fine-tune")
+    assert stored.status == "processed"
+
+
+def test_reading_a_huge_line_holds_no_more_than_the_cap(tmp_path: Path) -> None:
+    """A 64 MB line under a 1 MB cap: refused, and never held whole in memory."""
+    import tracemalloc
+
+    from tunesmith.data.jsonl import JsonlFormatError, iter_lines
+
+    path = tmp_path / "huge.jsonl"
+    with path.open("wb") as handle:
+        handle.write(b'{"a": 1}\r\n{"b": "')
+        for _ in range(64):
+            handle.write(b"x" * (1 << 20))
+        handle.write(b'"}\n{"c": 3}\n')
+    cap = 1 << 20
+    tracemalloc.start()
+    try:
+        seen = []
+        with pytest.raises(JsonlFormatError) as err:
+            for number, raw in iter_lines(path, max_line_bytes=cap):
+                seen.append((number, raw))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen == [(1, b'{"a": 1}')]
+    assert (err.value.line, err.value.code) == (2, "line_too_long")
+    assert peak < 8 * cap, f"{peak} bytes held at once"
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_a_line_of_exactly_the_cap_is_read(tmp_path: Path, ending: bytes) -> None:
+    from tunesmith.data.jsonl import JsonlFormatError, iter_lines
+
+    cap = 1024
+    path = tmp_path / "t.jsonl"
+    exact = b'{"a": "' + b"x" * (cap - 9) + b'"}'
+    assert len(exact) == cap
+    path.write_bytes(exact + ending + exact + b"y" + ending)
+    lines = iter_lines(path, max_line_bytes=cap)
+    assert next(lines) == (1, exact)
+    with pytest.raises(JsonlFormatError) as err:
+        next(lines)
+    assert err.value.line == 2
+    path.write_bytes(exact)  # the last line, without a line ending
+    assert list(iter_lines(path, max_line_bytes=cap)) == [(1, exact)]

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tunesmith.data.jsonl import MAX_LINE_BYTES
 from tunesmith.webhook_targets import Allow
 
 MB = 1024 * 1024
@@ -93,6 +94,10 @@ class Settings(BaseSettings):
     """Most parts one Upload may have; one more is refused with 400 ``too_many_parts``. OpenAI
     states no count; 10,000 lets 8 GB arrive in parts of 1 MB, and keeps the rows and part files
     of one upload bounded."""
+
+    max_jsonl_line_bytes: int = Field(default=MAX_LINE_BYTES, ge=1024)
+    """Longest line of a JSONL training file (without its line ending); a longer one is
+    refused at upload with 400 ``line_too_long`` naming the line, and is never read whole."""
 
     max_json_bytes: int = Field(default=1 * MB, ge=1024)
     """Largest JSON body of every route but chat, completions and moderations (413 beyond)."""
