@@ -441,3 +441,103 @@ def test_a_line_of_exactly_the_cap_is_read(tmp_path: Path, ending: bytes) -> Non
     assert err.value.line == 2
     path.write_bytes(exact)  # the last line, without a line ending
     assert list(iter_lines(path, max_line_bytes=cap)) == [(1, exact)]
+
+
+# -- issue 15, finding 6: a multipart form is bounded in every part of it ---------------------
+
+B = "tsboundary"
+FILE_HEAD = (
+    f'--{B}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+    f'--{B}\r\nContent-Disposition: form-data; name="file"; filename="t.jsonl"\r\n\r\n'
+).encode()
+CLOSE = f"\r\n--{B}--\r\n".encode()
+
+
+def _many_fields() -> Iterator[bytes]:
+    for i in range(10_000):
+        yield f'--{B}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nvalue\r\n'.encode()
+    yield FILE_HEAD + training_file() + CLOSE
+
+
+def _long_header() -> Iterator[bytes]:
+    yield f'--{B}\r\nContent-Disposition: form-data; name="purpose"; x="'.encode()
+    for _ in range(100):
+        yield b"h" * 10_000
+    yield b'"\r\n\r\nfine-tune\r\n' + FILE_HEAD[len(FILE_HEAD) // 2 :]
+
+
+def _many_headers() -> Iterator[bytes]:
+    yield f"--{B}\r\n".encode()
+    for i in range(1000):
+        yield f"X-Header-{i}: {i}\r\n".encode()
+    yield b'Content-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n' + CLOSE
+
+
+def _two_files() -> Iterator[bytes]:
+    yield FILE_HEAD + training_file()
+    yield f'\r\n--{B}\r\nContent-Disposition: form-data; name="file"; filename="u"\r\n\r\n'.encode()
+    yield training_file() + CLOSE
+
+
+def _trailing_data() -> Iterator[bytes]:
+    yield FILE_HEAD + training_file() + CLOSE
+    for _ in range(1000):
+        yield b"z" * 10_000
+
+
+def _long_preamble() -> Iterator[bytes]:
+    for _ in range(1000):
+        yield b"\r\n" * 5_000
+    yield FILE_HEAD + training_file() + CLOSE
+
+
+def _unclosed() -> Iterator[bytes]:
+    yield FILE_HEAD + training_file()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "named"),
+    [
+        (_many_fields, 400, "too_many_form_fields", "16"),
+        (_long_header, 400, "invalid_multipart", "4096 bytes"),
+        (_many_headers, 400, "invalid_multipart", "8 headers"),
+        (_two_files, 400, "duplicate_form_field", "'file'"),
+        (_trailing_data, 400, "data_after_form", "closing boundary"),
+        (_long_preamble, 413, "form_too_large", "262144 bytes"),
+        (_unclosed, 400, "incomplete_form", "closing boundary"),
+    ],
+)
+def test_a_chunked_form_is_bounded(
+    live: LiveServer, body: object, status: int, code: str, named: str
+) -> None:
+    """Each attack is sent chunked (no Content-Length): the server refuses it in the envelope,
+    stores nothing, and goes on serving."""
+    http = live.http()
+    response = http.post(
+        "/v1/files",
+        content=body(),  # type: ignore[operator]
+        headers={"Content-Type": f"multipart/form-data; boundary={B}"},
+    )
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert named in error["message"]
+    assert stored_blobs(live) == []
+    assert http.get("/v1/files").status_code == 200
+
+
+def test_an_upload_part_form_is_bounded_too(client: openai.OpenAI, live: LiveServer) -> None:
+    upload = client.uploads.create(
+        bytes=100, filename="t.jsonl", mime_type="application/jsonl", purpose="fine-tune"
+    )
+    head = f'--{B}\r\nContent-Disposition: form-data; name="data"; filename="p"\r\n\r\n'.encode()
+    body = head + b"x" * 10 + f"\r\n--{B}\r\n".encode() + head[len(B) + 4 :] + b"y" * 10 + CLOSE
+    response = live.http().post(
+        f"/v1/uploads/{upload.id}/parts",
+        content=iter([body]),
+        headers={"Content-Type": f"multipart/form-data; boundary={B}"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "data"
+    assert response.json()["error"]["code"] == "duplicate_form_field"
+    assert not live.app.state.runtime.blobs.part_dir(upload.id).exists()

@@ -69,8 +69,8 @@ async def add_part(
             )
         except ClientDisconnect:
             raise InvalidRequest(DISCONNECTED) from None
-        except PayloadTooLarge:
-            if limit < settings.max_part_bytes:
+        except PayloadTooLarge as exc:
+            if exc.code == "file_too_large" and limit < settings.max_part_bytes:
                 raise uploads.beyond_declared(row, size=None, allowance=allowance) from None
             raise
 
