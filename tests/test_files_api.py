@@ -541,3 +541,67 @@ def test_an_upload_part_form_is_bounded_too(client: openai.OpenAI, live: LiveSer
     assert response.json()["error"]["param"] == "data"
     assert response.json()["error"]["code"] == "duplicate_form_field"
     assert not live.app.state.runtime.blobs.part_dir(upload.id).exists()
+
+
+# -- issue 15, finding 6: validation runs in its own bounded pool -------------------------------
+
+
+@pytest.fixture
+def one_file_worker_live(settings: Settings) -> Iterator[LiveServer]:
+    tuned = settings.model_copy(update={"file_workers": 1})
+    app = create_app(tuned)
+
+    @app.post("/test/default-threads")
+    async def shrink_default_threads(tokens: int) -> dict[str, int]:
+        """Makes this server's default thread pool (the one authentication and the store use)
+        small, so that a few validations would fill it if they ran there."""
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = tokens
+        return {"tokens": tokens}
+
+    yield from run_live(app, tuned)
+
+
+def test_validations_leave_authentication_and_the_store_free(
+    one_file_worker_live: LiveServer,
+) -> None:
+    import threading
+
+    live = one_file_worker_live
+    http = live.http()
+    assert http.post("/test/default-threads", params={"tokens": 2}).status_code == 200
+    data = training_file(12_000)  # about 2.4 MB: a validation of a second or more
+    finished: list[float] = []
+    sent = threading.Semaphore(0)
+
+    def validate() -> None:
+        def body() -> Iterator[bytes]:
+            yield FILE_HEAD + data + CLOSE
+            sent.release()
+
+        with live.http() as own:
+            response = own.post(
+                "/v1/files/validate",
+                content=body(),
+                headers={"Content-Type": f"multipart/form-data; boundary={B}"},
+                timeout=300,
+            )
+        assert response.status_code == 200, response.text
+        assert response.json()["n_examples"] == 12_000
+        finished.append(time.monotonic())
+
+    threads = [threading.Thread(target=validate) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for _ in threads:
+        assert sent.acquire(timeout=60)
+    time.sleep(0.2)  # the bodies are in; their validations start
+    listed = http.get("/v1/files", timeout=60)
+    answered = time.monotonic()
+    assert listed.status_code == 200
+    for thread in threads:
+        thread.join(timeout=300)
+    assert len(finished) == 3
+    # The listing did not wait for a validation to end: they queue in their own pool.
+    assert answered < min(finished)

@@ -252,3 +252,33 @@ def test_the_number_of_parts_is_capped(three_parts_live: LiveServer) -> None:
     # Cancelling still works, and the parts go.
     client.uploads.cancel(upload.id)
     assert len(parts) == 3
+
+
+def test_two_completions_at_once_make_one_file(client: openai.OpenAI, live: LiveServer) -> None:
+    """Assembly runs with no transaction open; the upload's row, locked to store the result,
+    lets only one completion through."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = training_file(2000)
+    upload = client.uploads.create(
+        bytes=len(data), filename="t.jsonl", mime_type="application/jsonl", purpose="fine-tune"
+    )
+    half = len(data) // 2
+    parts = [
+        client.uploads.parts.create(upload_id=upload.id, data=chunk).id
+        for chunk in (data[:half], data[half:])
+    ]
+
+    def complete(_: int) -> int:
+        try:
+            live.client().uploads.complete(upload_id=upload.id, part_ids=parts)
+        except openai.ConflictError:
+            return 409
+        return 200
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = sorted(pool.map(complete, range(3)))
+    assert answers == [200, 409, 409]
+    (stored,) = client.files.list().data
+    assert client.files.content(stored.id).read() == data
+    assert list((live.settings.blob_dir() / "tmp").iterdir()) == []

@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     """Hugging Face folder (tokenizer + config.json) whose tokenizer counts tokens at upload.
     Default: the bundled SmolLM2-135M-Instruct, converted once into ``<home>/models``."""
 
+    file_workers: int = Field(default=2, ge=1, le=64)
+    """Threads that assemble completed uploads and validate uploaded files, apart from the
+    threads that authenticate and answer other requests; more such requests wait their turn."""
+
     validation_max_issues: int = Field(default=100, ge=1)
     """Errors (and, separately, warnings) listed in a validation report; the rest are counted."""
 

@@ -5,21 +5,24 @@ at most ``max_upload_parts`` of them: :func:`part_allowance` says how much the n
 carry before its body is read (which bounds the read), and :func:`add_part` checks it again with
 the upload's row locked, so parts sent in parallel cannot together pass it.
 
-Parts are stored under ``parts/<upload-id>/`` as they arrive; completing concatenates them in
-the order the client names, checks the byte count, and hands the result to
-:func:`tunesmith.files.store_file`, so an assembled file is validated and stored like any other.
+Parts are stored under ``parts/<upload-id>/`` as they arrive; completing checks the part ids and
+the byte count (:func:`plan_assembly`), concatenates the parts in the order the client names and
+validates the result with no transaction open, on the file threads (:func:`concatenate`,
+:func:`tunesmith.files.check_upload`), then stores it like any other file with the upload's row
+locked (:func:`complete`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from tunesmith.errors import Conflict, InvalidRequest, NotFound
 from tunesmith.files import (
-    Validator,
+    Checked,
     check_purpose,
     file_to_protocol,
     sanitize_filename,
@@ -163,16 +166,11 @@ def new_part_id() -> str:
     return new_id("part_")
 
 
-def assemble(
-    session: Session,
-    blobs: BlobStore,
-    row: UploadRow,
-    *,
-    part_ids: list[str],
-    validate: Validator,
-    now: int,
-) -> FileRow:
-    """Concatenates the named parts into a new file; the upload becomes ``completed``."""
+def plan_assembly(
+    session: Session, blobs: BlobStore, row: UploadRow, *, part_ids: list[str], now: int
+) -> tuple[list[Path], int]:
+    """The part files to concatenate, in the order ``part_ids`` names them, and their total,
+    which must be the upload's ``bytes``."""
     require_pending(row, now=now)
     if not part_ids:
         raise InvalidRequest("part_ids must list the upload's parts in order.", param="part_ids")
@@ -196,24 +194,50 @@ def assemble(
             param="part_ids",
         )
     part_dir = blobs.part_dir(row.id)
-    with blobs.temporary() as (tmp, handle):
-        for part_id in part_ids:
-            with (part_dir / part_id).open("rb") as source:
-                while chunk := source.read(COPY_CHUNK):
-                    handle.write(chunk)
-        handle.flush()
-        file = store_file(
-            session,
-            blobs,
-            tmp=tmp,
-            size=total,
-            project_id=row.project_id,
-            filename=row.filename,
-            purpose=row.purpose,
-            expires_at=None,
-            validate=validate,
-            now=now,
-        )
+    return [part_dir / part_id for part_id in part_ids], total
+
+
+def concatenate(paths: list[Path], handle: BinaryIO, *, upload_id: str) -> None:
+    """Copies the parts into ``handle`` in order (on the file threads: up to 8 GB)."""
+    for path in paths:
+        try:
+            source = path.open("rb")
+        except FileNotFoundError:  # cancelled or expired meanwhile, and swept
+            raise Conflict(
+                f"Upload {upload_id} is no longer pending; its parts are gone.",
+                param="upload_id",
+            ) from None
+        with source:
+            while chunk := source.read(COPY_CHUNK):
+                handle.write(chunk)
+    handle.flush()
+
+
+def complete(
+    session: Session,
+    blobs: BlobStore,
+    row: UploadRow,
+    *,
+    tmp: Path,
+    size: int,
+    checked: Checked,
+    now: int,
+) -> FileRow:
+    """Stores the assembled, checked file; the upload becomes ``completed``. ``row`` must be
+    locked (:func:`get_upload` with ``lock``), so that of two completions only one succeeds."""
+    require_pending(row, now=now)
+    file = store_file(
+        session,
+        blobs,
+        tmp=tmp,
+        size=size,
+        project_id=row.project_id,
+        filename=row.filename,
+        purpose=row.purpose,
+        expires_at=None,
+        checked=checked,
+        now=now,
+    )
     row.status = "completed"
     row.file_id = file.id
     return file

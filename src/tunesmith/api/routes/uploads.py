@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from tunesmith import uploads
+from tunesmith import files, uploads
 from tunesmith.api.body import CappedRoute
 from tunesmith.api.deps import Contributor, RuntimeDep, SessionDep, now
 from tunesmith.api.multipart import receive_form
@@ -97,24 +98,40 @@ async def add_part(
 
 
 @router.post("/{upload_id}/complete", response_model=Upload)
-def complete_upload(
+async def complete_upload(
     upload_id: str,
     body: CompleteUploadRequest,
     principal: Contributor,
     runtime: RuntimeDep,
 ) -> Upload:
-    with transaction(runtime.sessions) as session:
-        row = uploads.get_upload(session, principal.project_id, upload_id)
-        file = uploads.assemble(
-            session,
-            runtime.blobs,
-            row,
-            part_ids=body.part_ids,
-            validate=runtime.validate,
-            now=now(),
-        )
-        result = uploads.upload_to_protocol(row, file)
-    runtime.blobs.delete_parts(upload_id)
+    def plan() -> tuple[list[Path], int, str]:
+        with transaction(runtime.sessions) as session:
+            row = uploads.get_upload(session, principal.project_id, upload_id)
+            paths, total = uploads.plan_assembly(
+                session, runtime.blobs, row, part_ids=body.part_ids, now=now()
+            )
+            return paths, total, row.purpose
+
+    paths, total, purpose = await run_in_threadpool(plan)
+    with runtime.blobs.temporary() as (tmp, handle):
+
+        def assemble() -> files.Checked:
+            uploads.concatenate(paths, handle, upload_id=upload_id)
+            return files.check_upload(tmp, purpose, runtime.validate)
+
+        # Minutes for 8 GB: on the file threads, with no transaction open.
+        checked = await runtime.file_work.run(assemble)
+
+        def store() -> Upload:
+            with transaction(runtime.sessions) as session:
+                row = uploads.get_upload(session, principal.project_id, upload_id, lock=True)
+                file = uploads.complete(
+                    session, runtime.blobs, row, tmp=tmp, size=total, checked=checked, now=now()
+                )
+                return uploads.upload_to_protocol(row, file)
+
+        result = await run_in_threadpool(store)
+    await run_in_threadpool(runtime.blobs.delete_parts, upload_id)
     return result
 
 
