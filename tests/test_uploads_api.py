@@ -205,10 +205,20 @@ def test_a_part_beyond_the_declared_bytes_is_refused_and_nothing_stored(
     assert list((live.settings.blob_dir() / "tmp").iterdir()) == []
 
 
-def test_parallel_parts_cannot_together_pass_the_declared_bytes(
-    client: openai.OpenAI, live: LiveServer
-) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db_live(request: pytest.FixtureRequest, settings: Settings) -> Iterator[LiveServer]:
+    """A live server on SQLite, then on PostgreSQL: the upload's row lock is each one's own."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        settings = settings.model_copy(update={"database_url": url})
+    yield from run_live(create_app(settings), settings)
+
+
+def test_parallel_parts_cannot_together_pass_the_declared_bytes(any_db_live: LiveServer) -> None:
     from concurrent.futures import ThreadPoolExecutor
+
+    live = any_db_live
+    client = live.client()
 
     upload = client.uploads.create(
         bytes=10, filename="t.jsonl", mime_type="application/jsonl", purpose="fine-tune"
@@ -254,10 +264,13 @@ def test_the_number_of_parts_is_capped(three_parts_live: LiveServer) -> None:
     assert len(parts) == 3
 
 
-def test_two_completions_at_once_make_one_file(client: openai.OpenAI, live: LiveServer) -> None:
+def test_two_completions_at_once_make_one_file(any_db_live: LiveServer) -> None:
     """Assembly runs with no transaction open; the upload's row, locked to store the result,
     lets only one completion through."""
     from concurrent.futures import ThreadPoolExecutor
+
+    live = any_db_live
+    client = live.client()
 
     data = training_file(2000)
     upload = client.uploads.create(
