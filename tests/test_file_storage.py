@@ -91,7 +91,7 @@ def store_file(session: Session, blobs: BlobStore, tmp: Path) -> FileRow:
         filename="notes.txt",
         purpose="assistants",
         expires_at=None,
-        validate=no_validation,
+        checked=files.check_upload(tmp, "assistants", no_validation),
         now=NOW,
     )
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 from openai.types import FileDeleted, FileObject
 
-from tests.conftest import LiveServer
+from tests.conftest import ADMIN_KEY, LiveServer, run_live
 from tests.helpers import chat_example, jsonl, training_file
+from tunesmith.api.app import create_app
 from tunesmith.files import sanitize_filename
+from tunesmith.settings import Settings
 
 
 def stored_blobs(live: LiveServer) -> list[Path]:
@@ -275,7 +278,8 @@ def test_disconnected_upload_leaves_nothing(live: LiveServer) -> None:
     port = int(live.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(
-            b"POST /v1/files HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer tsk-test-admin-key\r\n"
+            b"POST /v1/files HTTP/1.1\r\nHost: test\r\n"
+            + f"Authorization: Bearer {ADMIN_KEY}\r\n".encode()
             + f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
             + b"Content-Length: 1000000\r\n\r\n"
             + head
@@ -352,3 +356,252 @@ def test_unknown_file_and_bad_query(client: openai.OpenAI, live: LiveServer) -> 
     bad_cursor = live.http().get("/v1/files", params={"after": "file-nope"})
     assert bad_cursor.status_code == 404
     assert bad_cursor.json()["error"]["param"] == "after"
+
+
+# -- issue 15, finding 6: one JSONL line is read with a bound ---------------------------------
+
+LINE_CAP = 4096
+
+
+@pytest.fixture
+def line_capped_live(settings: Settings) -> Iterator[LiveServer]:
+    capped = settings.model_copy(update={"max_jsonl_line_bytes": LINE_CAP})
+    yield from run_live(create_app(capped), capped)
+
+
+def _long_example(size: int) -> dict[str, object]:
+    row = chat_example(99)
+    row["messages"][2]["content"] = "a" * size
+    return row
+
+
+def test_a_line_over_the_cap_is_refused_naming_the_line(line_capped_live: LiveServer) -> None:
+    live = line_capped_live
+    rows = [chat_example(i) for i in range(11)] + [_long_example(LINE_CAP)]
+    data = jsonl(rows) + jsonl([chat_example(i) for i in range(20, 25)])
+    with pytest.raises(openai.BadRequestError) as err:
+        live.client().files.create(file=("train.jsonl", data), purpose="fine-tune")
+    assert err.value.body["code"] == "line_too_long"  # type: ignore[index]
+    assert err.value.body["param"] == "file"  # type: ignore[index]
+    assert "Line 12" in err.value.message
+    assert f"{LINE_CAP} bytes" in err.value.message
+    assert "TUNESMITH_MAX_JSONL_LINE_BYTES" in err.value.message
+    assert live.client().files.list().data == []
+    assert stored_blobs(live) == []
+    # The dry run says the same; a line just under the cap is read as any other.
+    checked = live.http().post("/v1/files/validate", files={"file": ("t.jsonl", data)})
+    assert checked.status_code == 400
+    assert checked.json()["error"]["code"] == "line_too_long"
+    fits = jsonl([chat_example(i) for i in range(11)] + [_long_example(LINE_CAP - 200)])
+    assert max(len(line) for line in fits.splitlines()) <= LINE_CAP
+    stored = live.client().files.create(file=("train.jsonl", fits), purpose="fine-tune")
+    assert stored.status == "processed"
+
+
+def test_reading_a_huge_line_holds_no_more_than_the_cap(tmp_path: Path) -> None:
+    """A 64 MB line under a 1 MB cap: refused, and never held whole in memory."""
+    import tracemalloc
+
+    from tunesmith.data.jsonl import JsonlFormatError, iter_lines
+
+    path = tmp_path / "huge.jsonl"
+    with path.open("wb") as handle:
+        handle.write(b'{"a": 1}\r\n{"b": "')
+        for _ in range(64):
+            handle.write(b"x" * (1 << 20))
+        handle.write(b'"}\n{"c": 3}\n')
+    cap = 1 << 20
+    tracemalloc.start()
+    try:
+        seen = []
+        with pytest.raises(JsonlFormatError) as err:
+            for number, raw in iter_lines(path, max_line_bytes=cap):
+                seen.append((number, raw))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen == [(1, b'{"a": 1}')]
+    assert (err.value.line, err.value.code) == (2, "line_too_long")
+    assert peak < 8 * cap, f"{peak} bytes held at once"
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_a_line_of_exactly_the_cap_is_read(tmp_path: Path, ending: bytes) -> None:
+    from tunesmith.data.jsonl import JsonlFormatError, iter_lines
+
+    cap = 1024
+    path = tmp_path / "t.jsonl"
+    exact = b'{"a": "' + b"x" * (cap - 9) + b'"}'
+    assert len(exact) == cap
+    path.write_bytes(exact + ending + exact + b"y" + ending)
+    lines = iter_lines(path, max_line_bytes=cap)
+    assert next(lines) == (1, exact)
+    with pytest.raises(JsonlFormatError) as err:
+        next(lines)
+    assert err.value.line == 2
+    path.write_bytes(exact)  # the last line, without a line ending
+    assert list(iter_lines(path, max_line_bytes=cap)) == [(1, exact)]
+
+
+# -- issue 15, finding 6: a multipart form is bounded in every part of it ---------------------
+
+B = "tsboundary"
+FILE_HEAD = (
+    f'--{B}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+    f'--{B}\r\nContent-Disposition: form-data; name="file"; filename="t.jsonl"\r\n\r\n'
+).encode()
+CLOSE = f"\r\n--{B}--\r\n".encode()
+
+
+def _many_fields() -> Iterator[bytes]:
+    for i in range(10_000):
+        yield f'--{B}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nvalue\r\n'.encode()
+    yield FILE_HEAD + training_file() + CLOSE
+
+
+def _long_header() -> Iterator[bytes]:
+    yield f'--{B}\r\nContent-Disposition: form-data; name="purpose"; x="'.encode()
+    for _ in range(100):
+        yield b"h" * 10_000
+    yield b'"\r\n\r\nfine-tune\r\n' + FILE_HEAD[len(FILE_HEAD) // 2 :]
+
+
+def _many_headers() -> Iterator[bytes]:
+    yield f"--{B}\r\n".encode()
+    for i in range(1000):
+        yield f"X-Header-{i}: {i}\r\n".encode()
+    yield b'Content-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n' + CLOSE
+
+
+def _two_files() -> Iterator[bytes]:
+    yield FILE_HEAD + training_file()
+    yield f'\r\n--{B}\r\nContent-Disposition: form-data; name="file"; filename="u"\r\n\r\n'.encode()
+    yield training_file() + CLOSE
+
+
+def _trailing_data() -> Iterator[bytes]:
+    yield FILE_HEAD + training_file() + CLOSE
+    for _ in range(1000):
+        yield b"z" * 10_000
+
+
+def _long_preamble() -> Iterator[bytes]:
+    for _ in range(1000):
+        yield b"\r\n" * 5_000
+    yield FILE_HEAD + training_file() + CLOSE
+
+
+def _unclosed() -> Iterator[bytes]:
+    yield FILE_HEAD + training_file()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "named"),
+    [
+        (_many_fields, 400, "too_many_form_fields", "16"),
+        (_long_header, 400, "invalid_multipart", "4096 bytes"),
+        (_many_headers, 400, "invalid_multipart", "8 headers"),
+        (_two_files, 400, "duplicate_form_field", "'file'"),
+        (_trailing_data, 400, "data_after_form", "closing boundary"),
+        (_long_preamble, 413, "form_too_large", "262144 bytes"),
+        (_unclosed, 400, "incomplete_form", "closing boundary"),
+    ],
+)
+def test_a_chunked_form_is_bounded(
+    live: LiveServer, body: object, status: int, code: str, named: str
+) -> None:
+    """Each attack is sent chunked (no Content-Length): the server refuses it in the envelope,
+    stores nothing, and goes on serving."""
+    http = live.http()
+    response = http.post(
+        "/v1/files",
+        content=body(),  # type: ignore[operator]
+        headers={"Content-Type": f"multipart/form-data; boundary={B}"},
+    )
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert named in error["message"]
+    assert stored_blobs(live) == []
+    assert http.get("/v1/files").status_code == 200
+
+
+def test_an_upload_part_form_is_bounded_too(client: openai.OpenAI, live: LiveServer) -> None:
+    upload = client.uploads.create(
+        bytes=100, filename="t.jsonl", mime_type="application/jsonl", purpose="fine-tune"
+    )
+    head = f'--{B}\r\nContent-Disposition: form-data; name="data"; filename="p"\r\n\r\n'.encode()
+    body = head + b"x" * 10 + f"\r\n--{B}\r\n".encode() + head[len(B) + 4 :] + b"y" * 10 + CLOSE
+    response = live.http().post(
+        f"/v1/uploads/{upload.id}/parts",
+        content=iter([body]),
+        headers={"Content-Type": f"multipart/form-data; boundary={B}"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "data"
+    assert response.json()["error"]["code"] == "duplicate_form_field"
+    assert not live.app.state.runtime.blobs.part_dir(upload.id).exists()
+
+
+# -- issue 15, finding 6: validation runs in its own bounded pool -------------------------------
+
+
+@pytest.fixture
+def one_file_worker_live(settings: Settings) -> Iterator[LiveServer]:
+    tuned = settings.model_copy(update={"file_workers": 1})
+    app = create_app(tuned)
+
+    @app.post("/test/default-threads")
+    async def shrink_default_threads(tokens: int) -> dict[str, int]:
+        """Makes this server's default thread pool (the one authentication and the store use)
+        small, so that a few validations would fill it if they ran there."""
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = tokens
+        return {"tokens": tokens}
+
+    yield from run_live(app, tuned)
+
+
+def test_validations_leave_authentication_and_the_store_free(
+    one_file_worker_live: LiveServer,
+) -> None:
+    import threading
+
+    live = one_file_worker_live
+    http = live.http()
+    assert http.post("/test/default-threads", params={"tokens": 2}).status_code == 200
+    data = training_file(12_000)  # about 2.4 MB: a validation of a second or more
+    finished: list[float] = []
+    sent = threading.Semaphore(0)
+
+    def validate() -> None:
+        def body() -> Iterator[bytes]:
+            yield FILE_HEAD + data + CLOSE
+            sent.release()
+
+        with live.http() as own:
+            response = own.post(
+                "/v1/files/validate",
+                content=body(),
+                headers={"Content-Type": f"multipart/form-data; boundary={B}"},
+                timeout=300,
+            )
+        assert response.status_code == 200, response.text
+        assert response.json()["n_examples"] == 12_000
+        finished.append(time.monotonic())
+
+    threads = [threading.Thread(target=validate) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for _ in threads:
+        assert sent.acquire(timeout=60)
+    time.sleep(0.2)  # the bodies are in; their validations start
+    listed = http.get("/v1/files", timeout=60)
+    answered = time.monotonic()
+    assert listed.status_code == 200
+    for thread in threads:
+        thread.join(timeout=300)
+    assert len(finished) == 3
+    # The listing did not wait for a validation to end: they queue in their own pool.
+    assert answered < min(finished)

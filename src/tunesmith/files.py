@@ -1,8 +1,9 @@
 """The files service: stores uploaded bytes, validates training data, lists and deletes.
 
-An upload arrives as a temporary file in the blob store. :func:`store_file` validates it (a file
-that is not JSONL is refused with the line that breaks it, and nothing is kept), then moves the
-bytes into place and inserts the row. Files are scoped to a project; another project's file, or
+An upload arrives as a temporary file in the blob store. :func:`check_upload` validates it (a
+file that is not JSONL is refused with the line that breaks it, and nothing is kept), with no
+transaction open and on the file threads (``api/file_work.py``); :func:`store_file` then moves
+the bytes into place and inserts the row. Files are scoped to a project; another project's file, or
 an expired one, is simply not found.
 
 A file is a row and its bytes, and the two orders are crash-safe. Storing: the bytes come into
@@ -19,6 +20,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,6 +126,26 @@ def _validate(path: Path, validate: Validator) -> ValidationReport:
         raise InvalidRequest(exc.message, param="file", code=exc.code) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What validation found in a received file, for :func:`store_file`."""
+
+    status: str = "processed"
+    details: str | None = None
+    report: dict[str, Any] | None = None
+
+
+def check_upload(tmp: Path, purpose: str, validate: Validator) -> Checked:
+    """Validates a received fine-tune file (other purposes are stored as they are). Slow for a
+    large file: run it on the file threads, with no transaction open."""
+    if purpose != "fine-tune":
+        return Checked()
+    result = _validate(tmp, validate)
+    if not result.valid:
+        return Checked("error", result.summary(), result.to_dict())
+    return Checked(report=result.to_dict())
+
+
 def store_file(
     session: Session,
     blobs: BlobStore,
@@ -134,17 +156,11 @@ def store_file(
     filename: str,
     purpose: str,
     expires_at: int | None,
-    validate: Validator,
+    checked: Checked,
     now: int,
 ) -> FileRow:
-    """Validates (fine-tune files) and stores a received temporary file as a new file."""
-    report: dict[str, Any] | None = None
-    status, details = "processed", None
-    if purpose == "fine-tune":
-        result = _validate(tmp, validate)
-        report = result.to_dict()
-        if not result.valid:
-            status, details = "error", result.summary()
+    """Stores a received temporary file, checked by :func:`check_upload`, as a new file."""
+    status, details, report = checked.status, checked.details, checked.report
     row = FileRow(
         id=new_id("file-"),
         project_id=project_id,

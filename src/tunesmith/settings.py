@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tunesmith.data.jsonl import MAX_LINE_BYTES
 from tunesmith.webhook_targets import Allow
 
 MB = 1024 * 1024
@@ -99,6 +100,15 @@ class Settings(BaseSettings):
     max_part_bytes: int = Field(default=64 * MB, ge=1)
     """Largest single part of an Upload (OpenAI's limit is 64 MB)."""
 
+    max_upload_parts: int = Field(default=10_000, ge=1)
+    """Most parts one Upload may have; one more is refused with 400 ``too_many_parts``. OpenAI
+    states no count; 10,000 lets 8 GB arrive in parts of 1 MB, and keeps the rows and part files
+    of one upload bounded."""
+
+    max_jsonl_line_bytes: int = Field(default=MAX_LINE_BYTES, ge=1024)
+    """Longest line of a JSONL training file (without its line ending); a longer one is
+    refused at upload with 400 ``line_too_long`` naming the line, and is never read whole."""
+
     max_json_bytes: int = Field(default=1 * MB, ge=1024)
     """Largest JSON body of every route but chat, completions and moderations (413 beyond)."""
 
@@ -108,6 +118,10 @@ class Settings(BaseSettings):
     validation_model_dir: Path | None = None
     """Hugging Face folder (tokenizer + config.json) whose tokenizer counts tokens at upload.
     Default: the bundled SmolLM2-135M-Instruct, converted once into ``<home>/models``."""
+
+    file_workers: int = Field(default=2, ge=1, le=64)
+    """Threads that assemble completed uploads and validate uploaded files, apart from the
+    threads that authenticate and answer other requests; more such requests wait their turn."""
 
     validation_max_issues: int = Field(default=100, ge=1)
     """Errors (and, separately, warnings) listed in a validation report; the rest are counted."""

@@ -44,5 +44,8 @@ class FileValidator:
 
     def __call__(self, path: Path) -> ValidationReport:
         return validate_file(
-            path, self.chat_format(), max_issues=self._settings.validation_max_issues
+            path,
+            self.chat_format(),
+            max_issues=self._settings.validation_max_issues,
+            max_line_bytes=self._settings.max_jsonl_line_bytes,
         )

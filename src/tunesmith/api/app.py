@@ -24,6 +24,7 @@ from tunesmith import __version__, housekeeping
 from tunesmith.api.azure import AzurePaths
 from tunesmith.api.deps import Runtime
 from tunesmith.api.errors import install_error_handlers
+from tunesmith.api.file_work import FileWork
 from tunesmith.api.routes import (
     apidocs,
     chat,
@@ -79,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
     worker = Worker(settings, sessions) if settings.embedded_worker else None
     limiter = RateLimiter()
     serving_runtime = Serving.from_settings(settings, sessions, limiter)
+    file_work = FileWork(settings.file_workers)
     runtime = Runtime(
         settings=settings,
         sessions=sessions,
@@ -89,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         wake_worker=worker.wake if worker else lambda: None,
         limiter=limiter,
         serving=serving_runtime,
+        file_work=file_work,
     )
 
     @contextlib.asynccontextmanager
@@ -124,6 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
             await warm
             await reload
             await run_in_threadpool(serving_runtime.stop)
+            await run_in_threadpool(file_work.shutdown)
             engine.dispose()
 
     app = FastAPI(

@@ -18,6 +18,7 @@ from fastapi import Depends, Query, Request
 from pydantic import AfterValidator
 from sqlalchemy.orm import Session, sessionmaker
 
+from tunesmith.api.file_work import FileWork
 from tunesmith.auth import Principal, Role, authenticate, hash_key
 from tunesmith.chat import Serving
 from tunesmith.errors import AuthenticationError, RateLimited
@@ -51,6 +52,9 @@ class Runtime:
     """The engine and what chat calls need; None where a process serves no models."""
     key_failures: KeyFailures = field(default_factory=KeyFailures)
     """Failed key checks per client address (throttles guessing)."""
+    file_work: FileWork = field(default_factory=lambda: FileWork(1))
+    """The threads of upload assembly and file validation (``file_workers``), apart from the
+    default pool that authentication and the store use; ``create_app`` makes it."""
 
 
 def get_runtime(request: Request) -> Runtime:

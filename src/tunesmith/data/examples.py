@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunesmith.data.chat_format import ChatFormat, TemplateError
-from tunesmith.data.jsonl import JsonlFormatError, iter_lines, parse_line
+from tunesmith.data.jsonl import MAX_LINE_BYTES, JsonlFormatError, iter_lines, parse_line
 from tunesmith.data.rules import ChatUnit, TextUnit, check_example, reserved_pattern
 from tunesmith.data.token_spans import example_trained_tokens
 
@@ -92,22 +92,22 @@ def tokenize_unit(
 
 
 def load_examples(
-    path: Path, chat_format: ChatFormat, *, max_length: int
+    path: Path, chat_format: ChatFormat, *, max_length: int, max_line_bytes: int = MAX_LINE_BYTES
 ) -> list[TokenizedExample]:
     """Every example of a chat or prompt/completion file, tokenised.
 
     Raises :class:`ExampleError` on the first line that cannot be trained on: files are validated
     with every problem listed before a job starts, so this is the last line of defence.
     """
-    return list(_iter_examples(path, chat_format, max_length))
+    return list(_iter_examples(path, chat_format, max_length, max_line_bytes))
 
 
 def _iter_examples(
-    path: Path, chat_format: ChatFormat, max_length: int
+    path: Path, chat_format: ChatFormat, max_length: int, max_line_bytes: int
 ) -> Iterator[TokenizedExample]:
     reserved = reserved_pattern(chat_format.special_tokens)
     try:
-        for number, raw in iter_lines(path):
+        for number, raw in iter_lines(path, max_line_bytes=max_line_bytes):
             checked = check_example(parse_line(number, raw), line=number, reserved=reserved)
             if checked.format == "preference":
                 raise ExampleError(

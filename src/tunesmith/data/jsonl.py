@@ -1,7 +1,9 @@
 """Reading JSONL: UTF-8 with or without a byte order mark, one JSON object per line.
 
-A file that is not JSONL at all stops at its first bad line with :class:`JsonlFormatError`,
-which names the 1-based line and quotes its start, in the words OpenAI uses.
+No line is read whole without a bound (:data:`MAX_LINE_BYTES`, a setting). A file that is not
+JSONL at all, or has a line over that cap, stops at its first bad line with
+:class:`JsonlFormatError`, which names the 1-based line and quotes its start, in the words
+OpenAI uses.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from typing import Any
 import orjson
 
 BOM = b"\xef\xbb\xbf"
+MAX_LINE_BYTES = 8 << 20
+"""The default cap on one line (``TUNESMITH_MAX_JSONL_LINE_BYTES``). The longest example a
+128k-token context holds is about 0.5 MB of JSON at 4 bytes a token, under 2 MB were all of it
+non-Latin text escaped as ``\\uXXXX``; 8 MiB leaves room beyond that for tools and system
+prompts, while one line and what parsing it builds stay within tens of MB per validation."""
 _QUOTE_CHARS = 40
 _JSON_KINDS = {
     list: "an array",
@@ -77,19 +84,35 @@ def parse_line(number: int, raw: bytes) -> dict[str, Any]:
     return value
 
 
-def iter_lines(path: Path, chunk_bytes: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+def iter_lines(
+    path: Path, chunk_bytes: int = 1 << 20, *, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[int, bytes]]:
     """Yields ``(1-based line number, raw line)`` with the BOM and line ending removed.
 
     Blank lines at the end of the file are ignored; a blank line before more data is an error.
+    No line is read whole beyond ``max_line_bytes`` (not counting its line ending): a longer
+    one raises :class:`JsonlFormatError` (``line_too_long``) once its first ``max_line_bytes + 2``
+    bytes are read, so memory stays bounded however long the line is.
     """
     blank_at: int | None = None
     number = 0
     with path.open("rb", buffering=chunk_bytes) as handle:
-        for raw in handle:
+        while True:
+            # Room for the line ending (and, on line 1, a BOM): one byte more than a line of
+            # the cap with its CRLF means the line is longer than the cap.
+            raw = handle.readline(max_line_bytes + 2 + (len(BOM) if number == 0 else 0))
+            if not raw:
+                break
             number += 1
             if number == 1 and raw.startswith(BOM):
                 raw = raw[len(BOM) :]
             line = raw.rstrip(b"\r\n")
+            if len(line) > max_line_bytes:
+                problem = (
+                    f"is longer than {max_line_bytes} bytes, the most one line may have "
+                    "(TUNESMITH_MAX_JSONL_LINE_BYTES); shorten or split the example"
+                )
+                raise _fail(number, line, "line_too_long", problem)
             if not line.strip():
                 blank_at = blank_at or number
                 continue

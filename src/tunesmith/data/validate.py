@@ -23,7 +23,7 @@ import numpy as np
 
 from tunesmith.data.chat_format import ChatFormat, TemplateError
 from tunesmith.data.issues import Issue, IssueList
-from tunesmith.data.jsonl import iter_lines, parse_line
+from tunesmith.data.jsonl import MAX_LINE_BYTES, iter_lines, parse_line
 from tunesmith.data.rules import ChatUnit, Format, TextUnit, check_example, reserved_pattern
 from tunesmith.data.stats import TokenStats
 from tunesmith.data.token_spans import Rendered
@@ -83,8 +83,10 @@ def validate_file(
     *,
     max_issues: int = 100,
     min_examples: int = MIN_EXAMPLES,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> ValidationReport:
-    """Checks a training file. ``chat_format=None`` skips everything that needs a tokenizer."""
+    """Checks a training file. ``chat_format=None`` skips everything that needs a tokenizer.
+    A line over ``max_line_bytes`` raises :class:`~tunesmith.data.jsonl.JsonlFormatError`."""
     errors, warnings = IssueList(max_issues), IssueList(max_issues)
     reserved = reserved_pattern(chat_format.special_tokens) if chat_format else None
     stats = TokenStats(chat_format.context_length if chat_format else 0)
@@ -123,7 +125,7 @@ def validate_file(
                 in_flight = (pending, pool.submit(chat_format.token_counts, pending.rendered))
                 pending = _Pending()
 
-        for number, raw in iter_lines(path):
+        for number, raw in iter_lines(path, max_line_bytes=max_line_bytes):
             obj = parse_line(number, raw)
             n_examples += 1
             hashes.append(hash(raw.strip()))

@@ -84,7 +84,16 @@ def run_job(
     blobs = BlobStore(settings.blob_dir())
     job_dir = settings.job_dir(job_id)
     try:
-        result = _train(sessions, plan, reporter, blobs, job_dir, stop_flag, device)
+        result = _train(
+            sessions,
+            plan,
+            reporter,
+            blobs,
+            job_dir,
+            stop_flag,
+            device,
+            max_line_bytes=settings.max_jsonl_line_bytes,
+        )
         _finish(settings, sessions, plan, result, blobs, job_dir)
     except LostJob:
         log.warning("job %s was claimed by another process; leaving", job_id)
@@ -116,17 +125,20 @@ def _train(
     job_dir: Path,
     stop_flag: threading.Event,
     device: str,
+    *,
+    max_line_bytes: int,
 ) -> TrainResult:
     chat_format = ChatFormat.from_dir(plan.weights_dir)
     max_length = plan.config.max_seq_length
-    examples = _load(blobs.file_path(plan.training_file), chat_format, max_length, "training_file")
+    path = blobs.file_path(plan.training_file)
+    examples = _load(path, chat_format, max_length, max_line_bytes, "training_file")
     valid: list[TokenizedExample] = []
     if plan.validation_split is not None:
         kept, held = split_indices(len(examples), plan.validation_split, plan.seed)
         examples, valid = [examples[i] for i in kept], [examples[i] for i in held]
     elif plan.validation_file is not None:
         path = blobs.file_path(plan.validation_file)
-        valid = _load(path, chat_format, max_length, "validation_file")
+        valid = _load(path, chat_format, max_length, max_line_bytes, "validation_file")
     log.info("%d training and %d validation examples tokenised", len(examples), len(valid))
     weights_dir = plan.weights_dir
     if plan.merge_adapter is not None:
@@ -210,10 +222,12 @@ def _held_out_event(
 
 
 def _load(
-    path: Path, chat_format: ChatFormat, max_length: int, param: str
+    path: Path, chat_format: ChatFormat, max_length: int, max_line_bytes: int, param: str
 ) -> list[TokenizedExample]:
     try:
-        return load_examples(path, chat_format, max_length=max_length)
+        return load_examples(
+            path, chat_format, max_length=max_length, max_line_bytes=max_line_bytes
+        )
     except ExampleError as exc:
         raise _BadFile(param, exc) from None
 

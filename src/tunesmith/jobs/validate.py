@@ -64,13 +64,18 @@ def check_files(
     formats: ChatFormats,
     blobs: BlobStore,
     max_issues: int,
+    max_line_bytes: int,
     device_type: str,
     max_tokens_per_micro_batch: int,
 ) -> Outcome:
     """Validates a job's files and resolves its hyperparameters. Reads only files, no database."""
     chat_format = formats.get(base_dir, base.id)
     train = validate_file(
-        blobs.file_path(job.training_file), chat_format, max_issues=max_issues, min_examples=0
+        blobs.file_path(job.training_file),
+        chat_format,
+        max_issues=max_issues,
+        min_examples=0,
+        max_line_bytes=max_line_bytes,
     )
     problem = _first_error(train, "training_file")
     if problem:
@@ -100,6 +105,7 @@ def check_files(
             chat_format,
             max_issues=max_issues,
             min_examples=1,
+            max_line_bytes=max_line_bytes,
         )
         problem = _first_error(valid, "validation_file")
         if problem:

@@ -203,6 +203,7 @@ class Worker:
                 formats=self.formats,
                 blobs=self.blobs,
                 max_issues=self.settings.validation_max_issues,
+                max_line_bytes=self.settings.max_jsonl_line_bytes,
                 device_type=self.device(),
                 max_tokens_per_micro_batch=self.settings.job_max_tokens_per_micro_batch,
             )

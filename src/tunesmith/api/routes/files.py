@@ -3,6 +3,7 @@ a dry-run validation that stores nothing."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -59,6 +60,9 @@ async def create_file(request: Request, runtime: RuntimeDep, principal: Contribu
             form.fields.get("expires_after[seconds]"),
             now=created,
         )
+        checked = await runtime.file_work.run(
+            partial(files.check_upload, tmp, purpose, runtime.validate)
+        )
 
         def store() -> FileObject:
             with transaction(runtime.sessions) as session:
@@ -71,7 +75,7 @@ async def create_file(request: Request, runtime: RuntimeDep, principal: Contribu
                     filename=filename,
                     purpose=purpose,
                     expires_at=expires_at,
-                    validate=runtime.validate,
+                    checked=checked,
                     now=created,
                 )
                 return files.file_to_protocol(row)
@@ -87,7 +91,9 @@ async def validate_file(
     the report at once and uploads the file only when the job starts."""
     with runtime.blobs.temporary() as (tmp, handle):
         await _receive_file(request, runtime.settings, handle)
-        report = await run_in_threadpool(files.check_fine_tune_file, tmp, runtime.validate)
+        report = await runtime.file_work.run(
+            partial(files.check_fine_tune_file, tmp, runtime.validate)
+        )
     return FileValidation(file_id=None, **report)
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from tunesmith import uploads
+from tunesmith import files, uploads
 from tunesmith.api.body import CappedRoute
 from tunesmith.api.deps import Contributor, RuntimeDep, SessionDep, now
 from tunesmith.api.multipart import receive_form
 from tunesmith.api.routes.files import DISCONNECTED
-from tunesmith.errors import InvalidRequest
+from tunesmith.errors import InvalidRequest, PayloadTooLarge
 from tunesmith.protocol.files import CompleteUploadRequest, CreateUploadRequest, Upload, UploadPart
 from tunesmith.store.db import transaction
+from tunesmith.store.tables import UploadRow
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"], route_class=CappedRoute)
 
@@ -41,30 +45,52 @@ def create_upload(
 async def add_part(
     upload_id: str, request: Request, principal: Contributor, runtime: RuntimeDep
 ) -> UploadPart:
-    def check() -> None:
+    settings = runtime.settings
+
+    def check() -> tuple[UploadRow, int]:
         with transaction(runtime.sessions) as session:
             row = uploads.get_upload(session, principal.project_id, upload_id)
             uploads.require_pending(row, now=now())
+            allowance = uploads.part_allowance(session, row, max_parts=settings.max_upload_parts)
+            session.expunge(row)
+            return row, allowance
 
-    await run_in_threadpool(check)
+    # The part is refused before its body is read when the upload is full or has all its parts,
+    # and cut off as soon as it passes what is left of the declared size.
+    row, allowance = await run_in_threadpool(check)
+    limit = min(settings.max_part_bytes, allowance)
     with runtime.blobs.temporary() as (tmp, handle):
         try:
             form = await receive_form(
                 request,
                 file_field="data",
                 sink=handle,
-                max_bytes=runtime.settings.max_part_bytes,
+                max_bytes=limit,
                 limit_name="TUNESMITH_MAX_PART_BYTES",
             )
         except ClientDisconnect:
             raise InvalidRequest(DISCONNECTED) from None
+        except PayloadTooLarge as exc:
+            if exc.code == "file_too_large" and limit < settings.max_part_bytes:
+                raise uploads.beyond_declared(row, size=None, allowance=allowance) from None
+            raise
 
         def store() -> UploadPart:
             part_id = uploads.new_part_id()
+            # On disk before the upload's row is locked (on SQLite, the database's write lock),
+            # so the lock is not held through the sync of up to a part's size.
+            os.fsync(handle.fileno())
             with transaction(runtime.sessions) as session:
-                row = uploads.get_upload(session, principal.project_id, upload_id)
+                row = uploads.get_upload(session, principal.project_id, upload_id, lock=True)
                 uploads.require_pending(row, now=now())
-                part = uploads.add_part(session, row, part_id=part_id, size=form.size, now=now())
+                part = uploads.add_part(
+                    session,
+                    row,
+                    part_id=part_id,
+                    size=form.size,
+                    max_parts=settings.max_upload_parts,
+                    now=now(),
+                )
                 runtime.blobs.commit(tmp, uploads.part_path(runtime.blobs, upload_id, part_id))
                 return uploads.part_to_protocol(part)
 
@@ -72,24 +98,40 @@ async def add_part(
 
 
 @router.post("/{upload_id}/complete", response_model=Upload)
-def complete_upload(
+async def complete_upload(
     upload_id: str,
     body: CompleteUploadRequest,
     principal: Contributor,
     runtime: RuntimeDep,
 ) -> Upload:
-    with transaction(runtime.sessions) as session:
-        row = uploads.get_upload(session, principal.project_id, upload_id)
-        file = uploads.assemble(
-            session,
-            runtime.blobs,
-            row,
-            part_ids=body.part_ids,
-            validate=runtime.validate,
-            now=now(),
-        )
-        result = uploads.upload_to_protocol(row, file)
-    runtime.blobs.delete_parts(upload_id)
+    def plan() -> tuple[list[Path], int, str]:
+        with transaction(runtime.sessions) as session:
+            row = uploads.get_upload(session, principal.project_id, upload_id)
+            paths, total = uploads.plan_assembly(
+                session, runtime.blobs, row, part_ids=body.part_ids, now=now()
+            )
+            return paths, total, row.purpose
+
+    paths, total, purpose = await run_in_threadpool(plan)
+    with runtime.blobs.temporary() as (tmp, handle):
+
+        def assemble() -> files.Checked:
+            uploads.concatenate(paths, handle, upload_id=upload_id)
+            return files.check_upload(tmp, purpose, runtime.validate)
+
+        # Minutes for 8 GB: on the file threads, with no transaction open.
+        checked = await runtime.file_work.run(assemble)
+
+        def store() -> Upload:
+            with transaction(runtime.sessions) as session:
+                row = uploads.get_upload(session, principal.project_id, upload_id, lock=True)
+                file = uploads.complete(
+                    session, runtime.blobs, row, tmp=tmp, size=total, checked=checked, now=now()
+                )
+                return uploads.upload_to_protocol(row, file)
+
+        result = await run_in_threadpool(store)
+    await run_in_threadpool(runtime.blobs.delete_parts, upload_id)
     return result
 
 
