@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 
-import httpx
 import pytest
 
 from tests.conftest import LiveServer
@@ -90,15 +89,14 @@ def test_a_delivery_rechecks_the_host_and_logs_only_a_category(live: LiveServer)
             data={"id": "ftjob-x"},
             now=1000,
         )
-    with httpx.Client(timeout=2) as client:
-        attempted = webhooks.deliver_due(
-            sessions,
-            now=1000,
-            client=client,
-            max_attempts=3,
-            retry_base_seconds=1,
-            allow=NOTHING_ALLOWED,
-        )
+    attempted = webhooks.deliver_due(
+        sessions,
+        now=1000,
+        timeout_seconds=2,
+        max_attempts=3,
+        retry_base_seconds=1,
+        allow=NOTHING_ALLOWED,
+    )
     assert attempted == 1
     with sessions() as session:
         (delivery,) = session.query(WebhookDeliveryRow).all()

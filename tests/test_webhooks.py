@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from openai.types.webhooks import (
@@ -294,15 +293,14 @@ def test_retries_back_off_exponentially_then_fail(store: sessionmaker[Session]) 
     emit(store, "fine_tuning.job.succeeded", now=1000)
 
     def attempt(now: float) -> int:
-        with httpx.Client(timeout=2) as client:
-            return webhooks.deliver_due(
-                store,
-                now=now,
-                client=client,
-                max_attempts=4,
-                retry_base_seconds=10,
-                allow=LOOPBACK,
-            )
+        return webhooks.deliver_due(
+            store,
+            now=now,
+            timeout_seconds=2,
+            max_attempts=4,
+            retry_base_seconds=10,
+            allow=LOOPBACK,
+        )
 
     assert attempt(999.0) == 0  # not due yet
     schedule = []
@@ -331,18 +329,17 @@ def test_a_delivery_is_sent_by_one_process_at_a_time(
     attempted: list[int] = []
 
     def deliver() -> None:
-        with httpx.Client(timeout=5) as client:
-            start.wait()
-            attempted.append(
-                webhooks.deliver_due(
-                    store,
-                    now=1000,
-                    client=client,
-                    max_attempts=3,
-                    retry_base_seconds=1,
-                    allow=LOOPBACK,
-                )
+        start.wait()
+        attempted.append(
+            webhooks.deliver_due(
+                store,
+                now=1000,
+                timeout_seconds=5,
+                max_attempts=3,
+                retry_base_seconds=1,
+                allow=LOOPBACK,
             )
+        )
 
     threads = [threading.Thread(target=deliver) for _ in range(4)]
     for thread in threads:
@@ -479,3 +476,60 @@ def test_a_hanging_receiver_does_not_delay_other_projects(
     finally:
         release.set()
     wait_until(lambda: deliveries(live, stuck.id, stuck_key)[0]["status"] == "delivered")
+
+
+def _trickling_receiver() -> tuple[socket.socket, threading.Event]:
+    """A receiver that answers one header byte every 0.2 s, for ever: each read is quick, so
+    only a deadline for the whole attempt ends it."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not stop.wait(0.2):
+                    try:
+                        connection.sendall(b"x")
+                    except OSError:
+                        break
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, stop
+
+
+def test_a_trickling_receiver_is_cut_off_at_the_attempts_deadline(
+    store: sessionmaker[Session],
+) -> None:
+    """Finding 5 of issue 15: a receiver that keeps each read short but never finishes its
+    answer held its delivery lane for ever; one deadline now covers the whole attempt."""
+    server, stop = _trickling_receiver()
+    add_webhook(store, f"http://127.0.0.1:{server.getsockname()[1]}/hook")
+    emit(store, "fine_tuning.job.succeeded", now=1000)
+    done: list[int] = []
+
+    def attempt() -> None:
+        done.append(
+            webhooks.deliver_due(
+                store,
+                now=1000,
+                timeout_seconds=1.0,
+                max_attempts=3,
+                retry_base_seconds=1,
+                allow=LOOPBACK,
+            )
+        )
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout=20)  # generous: the deadline is 1 s
+    stop.set()
+    server.close()
+    assert done == [1], "the attempt did not end at its deadline"
+    delivery = the_delivery(store)
+    assert (delivery.status, delivery.last_error) == ("pending", "timeout")

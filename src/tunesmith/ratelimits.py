@@ -118,7 +118,7 @@ class Admission:
         self.headers = headers
 
     def charge(self, tokens: int, *, now: float) -> None:
-        """Adds the request's token estimate to a :meth:`RateLimiter.reserve`\ d admission, or
+        """Adds the request's token estimate to an admission of :meth:`RateLimiter.reserve`, or
         raises :class:`RateLimited` (429) when it would exceed ``tokens_per_minute``: then the
         request is taken out of the window (a refused request is not counted) and its slot is
         freed."""

@@ -179,7 +179,8 @@ class Settings(BaseSettings):
     an hour), so the defaults retry for about ten minutes."""
 
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
-    """How long a webhook receiver may take to connect and answer before the attempt fails."""
+    """How long one webhook attempt may take in all (resolving the host, connecting, TLS,
+    sending, the answer's headers) before it fails as ``timeout``."""
 
     webhook_allow: str = ""
     """Comma-separated host names and networks (``hooks.internal, 10.1.0.0/16, ::1``) that

@@ -13,25 +13,29 @@ during a request; a result is recorded only by the claim that made the attempt.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import logging
 import secrets
 import ssl
+import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import zip_longest
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from tunesmith import __version__
 from tunesmith.errors import InvalidRequest, NotFound
 from tunesmith.ids import new_id
 from tunesmith.protocol.webhooks import EVENT_TYPES, WebhookDelivery, WebhookEndpoint
@@ -48,6 +52,8 @@ from tunesmith.webhook_targets import (
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+USER_AGENT = f"tunesmith/{__version__} webhooks"
 SECRET_PREFIX = "whsec_"
 MAX_URL_LENGTH = 2048
 MAX_RETRY_SECONDS = 3600.0  # the cap of the exponential backoff
@@ -269,22 +275,120 @@ def deliver_due(
     factory: sessionmaker[Session],
     *,
     now: float,
-    client: httpx.Client,
+    timeout_seconds: float,
     max_attempts: int,
     retry_base_seconds: float,
     allow: Allow = NOTHING_ALLOWED,
 ) -> int:
-    """Makes one attempt at every delivery due at ``now``; returns how many were attempted.
+    """Makes one attempt at every delivery due at ``now`` and waits for them; returns how many
+    were attempted (a :class:`Dispatcher` pass, for tests and one-off runs)."""
+    dispatcher = Dispatcher()
+    try:
+        lanes = dispatcher.start(
+            factory,
+            now=now,
+            timeout_seconds=timeout_seconds,
+            max_attempts=max_attempts,
+            retry_base_seconds=retry_base_seconds,
+            allow=allow,
+        )
+        return sum(lane.result() for lane in lanes)
+    finally:
+        dispatcher.close()
+
+
+class Dispatcher:
+    """Sends due deliveries on its own threads, in passes that do not wait for each other.
 
     2xx delivers; any other answer, a connection error or a timeout schedules the next attempt
     ``retry_base_seconds * 2**(attempt-1)`` later (at most an hour), or fails the delivery once
     it has had ``max_attempts``. Deliveries another process claimed are skipped.
 
-    Attempts run concurrently (``DELIVERY_WORKERS``), each project's deliveries in at most
-    ``PER_PROJECT_IN_FLIGHT`` lanes started round-robin across projects, so a slow receiver
-    delays only its own project's lane."""
+    Attempts run concurrently (``DELIVERY_WORKERS`` threads), each project's deliveries in at
+    most ``PER_PROJECT_IN_FLIGHT`` lanes at a time, counted across passes, and started
+    round-robin across projects: a slow receiver holds only its own project's lanes, and the
+    next pass starts the other projects' deliveries while it is still in flight."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=DELIVERY_WORKERS, thread_name_prefix="webhook")
+        self._lock = threading.Lock()
+        self._lanes: dict[str, int] = defaultdict(int)
+        """Lanes started and not yet ended, by project."""
+
+    def close(self) -> None:
+        """Stops starting lanes; attempts in flight end at their deadline."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def start(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        now: float,
+        timeout_seconds: float,
+        max_attempts: int,
+        retry_base_seconds: float,
+        allow: Allow = NOTHING_ALLOWED,
+    ) -> list[Future[int]]:
+        """Starts lanes for the deliveries due at ``now``; each lane's future says how many
+        attempts it made."""
+        due = _due(factory, now=now, max_attempts=max_attempts)
+        with self._lock:
+            free = {p: PER_PROJECT_IN_FLIGHT - self._lanes[p] for _, p in due}
+        lanes: dict[str, list[list[str]]] = {p: [[] for _ in range(n)] for p, n in free.items()}
+        counts: dict[str, int] = defaultdict(int)
+        for delivery_id, project_id in due:
+            if free[project_id] > 0:
+                lanes[project_id][counts[project_id] % free[project_id]].append(delivery_id)
+                counts[project_id] += 1
+        # Round-robin: every project's first lane before any project's second.
+        ordered = [
+            (project, lane)
+            for rank in range(PER_PROJECT_IN_FLIGHT)
+            for project, project_lanes in lanes.items()
+            if rank < len(project_lanes)
+            for lane in [project_lanes[rank]]
+            if lane
+        ]
+
+        def run_lane(lane: list[str]) -> int:
+            attempted = 0
+            for delivery_id in lane:
+                claim = _claim(factory, delivery_id, now=now, max_attempts=max_attempts)
+                if claim is None:
+                    continue
+                status_code, error = _send(claim, allow, timeout_seconds)
+                _record(
+                    factory,
+                    claim,
+                    status_code=status_code,
+                    error=error,
+                    now=now,
+                    max_attempts=max_attempts,
+                    retry_base_seconds=retry_base_seconds,
+                )
+                attempted += 1
+            return attempted
+
+        started = []
+        for project, lane in ordered:
+            with self._lock:
+                self._lanes[project] += 1
+            future = self._pool.submit(run_lane, lane)
+            future.add_done_callback(functools.partial(self._ended, project))
+            started.append(future)
+        return started
+
+    def _ended(self, project: str, _lane: Future[int]) -> None:
+        with self._lock:
+            self._lanes[project] -= 1
+            if self._lanes[project] <= 0:
+                del self._lanes[project]
+
+
+def _due(factory: sessionmaker[Session], *, now: float, max_attempts: int) -> list[Any]:
+    """The deliveries due at ``now`` (id, project), oldest first; those a process that died
+    during their last attempt left pending are failed: nothing more is owed."""
     with transaction(factory) as session:
-        # A process that died during a last attempt left it pending; nothing more is owed.
         session.execute(
             update(WebhookDeliveryRow)
             .where(
@@ -299,50 +403,17 @@ def deliver_due(
             )
             .execution_options(synchronize_session=False)
         )
-        due = session.execute(
-            select(WebhookDeliveryRow.id, WebhookRow.project_id)
-            .join(WebhookRow, WebhookRow.id == WebhookDeliveryRow.webhook_id)
-            .where(
-                WebhookDeliveryRow.status == "pending",
-                WebhookDeliveryRow.next_attempt_at <= now,
-            )
-            .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
-        ).all()
-    lanes: dict[str, list[list[str]]] = defaultdict(
-        lambda: [[] for _ in range(PER_PROJECT_IN_FLIGHT)]
-    )
-    counts: dict[str, int] = defaultdict(int)
-    for delivery_id, project_id in due:
-        lanes[project_id][counts[project_id] % PER_PROJECT_IN_FLIGHT].append(delivery_id)
-        counts[project_id] += 1
-    # Round-robin: every project's first lane before any project's second.
-    ordered = [lane for rank in zip_longest(*lanes.values(), fillvalue=[]) for lane in rank if lane]
-
-    def run_lane(lane: list[str]) -> int:
-        attempted = 0
-        for delivery_id in lane:
-            claim = _claim(factory, delivery_id, now=now, max_attempts=max_attempts)
-            if claim is None:
-                continue
-            status_code, error = _send(client, claim, allow)
-            _record(
-                factory,
-                claim,
-                status_code=status_code,
-                error=error,
-                now=now,
-                max_attempts=max_attempts,
-                retry_base_seconds=retry_base_seconds,
-            )
-            attempted += 1
-        return attempted
-
-    if not ordered:
-        return 0
-    with ThreadPoolExecutor(
-        max_workers=min(DELIVERY_WORKERS, len(ordered)), thread_name_prefix="webhook"
-    ) as pool:
-        return sum(pool.map(run_lane, ordered))
+        return list(
+            session.execute(
+                select(WebhookDeliveryRow.id, WebhookRow.project_id)
+                .join(WebhookRow, WebhookRow.id == WebhookDeliveryRow.webhook_id)
+                .where(
+                    WebhookDeliveryRow.status == "pending",
+                    WebhookDeliveryRow.next_attempt_at <= now,
+                )
+                .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
+            ).all()
+        )
 
 
 def _claim(
@@ -409,13 +480,19 @@ def error_category(exc: BaseException) -> str:
     return "request_error"
 
 
-def _send(client: httpx.Client, claim: _Claim, allow: Allow) -> tuple[int | None, str | None]:
+def _send(claim: _Claim, allow: Allow, timeout_seconds: float) -> tuple[int | None, str | None]:
     """One POST to the address checked now; the status code (None without an answer) and an
-    error category, if it failed. Redirects are not followed (a 3xx is a failed attempt)."""
+    error category, if it failed. Redirects are not followed (a 3xx is a failed attempt).
+
+    One deadline, ``timeout_seconds``, covers the whole attempt: resolving the host,
+    connecting, TLS, sending and the answer's headers. A receiver that trickles its answer a
+    byte at a time, or a resolver that never answers, is cut off there, not at each read."""
+    deadline = time.monotonic() + timeout_seconds
     # Signed at sending time: receivers refuse timestamps more than five minutes old.
     timestamp = int(time.time())
     headers = {
         "content-type": "application/json",
+        "user-agent": USER_AGENT,
         "webhook-id": claim.event_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": sign(
@@ -424,26 +501,53 @@ def _send(client: httpx.Client, claim: _Claim, allow: Allow) -> tuple[int | None
     }
     try:
         url = httpx.URL(claim.url)
-        ip = check_target(url.host, _port(url.port, url.scheme), allow)
+        port = _port(url.port, url.scheme)
+        ip = _within(timeout_seconds, lambda: check_target(url.host, port, allow))
         # Connect to the checked address; Host and TLS (SNI and certificate check, which
         # httpcore takes from ``sni_hostname``) still name the host.
         headers["host"] = url.netloc.decode("ascii")
-        request = client.build_request(
-            "POST",
-            url.copy_with(host=str(ip)),
-            content=claim.payload.encode(),
-            headers=headers,
-            extensions={"sni_hostname": url.host} if url.scheme == "https" else {},
+        target = url.copy_with(host=str(ip))
+        sni = {"sni_hostname": url.host} if url.scheme == "https" else {}
+        status_code = asyncio.run(
+            _post(target, headers, claim.payload.encode(), sni, deadline - time.monotonic())
         )
-        # The receiver's body is never read: only its status counts.
-        response = client.send(request, stream=True, follow_redirects=False)
-        status_code = response.status_code
-        response.close()
     except (RefusedTarget, httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         return None, error_category(exc)
+    except TimeoutError:
+        return None, "timeout"
     if 200 <= status_code < 300:
         return status_code, None
     return status_code, f"http_{status_code}"
+
+
+async def _post(
+    url: httpx.URL, headers: dict[str, str], body: bytes, extensions: dict[str, Any], seconds: float
+) -> int:
+    """The receiver's status code, within ``seconds`` (``TimeoutError`` past them); its body
+    is never read: only its status counts."""
+    async with asyncio.timeout(max(seconds, 0.0)):
+        async with httpx.AsyncClient(timeout=None, follow_redirects=False) as client:
+            request = client.build_request(
+                "POST", url, content=body, headers=headers, extensions=extensions
+            )
+            response = await client.send(request, stream=True)
+            await response.aclose()
+            return response.status_code
+
+
+def _within(seconds: float, work: Callable[[], T]) -> T:
+    """``work()`` on a thread of its own, waited for ``seconds`` at most (``TimeoutError``):
+    a name lookup cannot be interrupted, but the attempt need not wait for it."""
+    result: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            result.set_result(work())
+        except BaseException as exc:
+            result.set_exception(exc)
+
+    threading.Thread(target=run, name="webhook-resolve", daemon=True).start()
+    return result.result(timeout=seconds)
 
 
 def _record(

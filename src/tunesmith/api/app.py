@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator
 
 import anyio.to_thread
-import httpx
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -52,7 +51,7 @@ from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine, make_session_factory, transaction
 from tunesmith.store.migrate import upgrade_to_head
 from tunesmith.validation import FileValidator
-from tunesmith.webhooks import deliver_due
+from tunesmith.webhooks import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -186,19 +185,15 @@ async def _sweep_forever(runtime: Runtime) -> None:
 
 async def _deliver_forever(runtime: Runtime) -> None:
     settings = runtime.settings
-    # Connect, send and the answer's headers share the deadline; redirects are not followed.
-    with httpx.Client(
-        timeout=settings.webhook_timeout_seconds / 3,
-        follow_redirects=False,
-        headers={"user-agent": f"tunesmith/{__version__} webhooks"},
-    ) as client:
+    dispatcher = Dispatcher()  # passes start lanes and do not wait for them
+    try:
         while True:
             try:
                 await run_in_threadpool(
-                    deliver_due,
+                    dispatcher.start,
                     runtime.sessions,
                     now=time.time(),
-                    client=client,
+                    timeout_seconds=settings.webhook_timeout_seconds,
                     max_attempts=settings.webhook_max_attempts,
                     retry_base_seconds=settings.webhook_retry_base_seconds,
                     allow=settings.webhook_allowed(),
@@ -206,3 +201,5 @@ async def _deliver_forever(runtime: Runtime) -> None:
             except Exception:  # keep delivering; one bad pass must not stop the others
                 log.exception("webhook delivery pass failed")
             await asyncio.sleep(settings.webhook_poll_seconds)
+    finally:
+        dispatcher.close()
