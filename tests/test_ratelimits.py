@@ -4,7 +4,9 @@ estimate and frees the slot, and keys are independent. Time is passed in, never 
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 
 import pytest
 
@@ -246,3 +248,39 @@ def test_a_charge_over_the_tokens_limit_is_refused_and_not_counted() -> None:
     headers = limiter.admit("dep", rules, 100, now=2.0).headers
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert headers["x-ratelimit-remaining-tokens"] == "100"
+
+
+def test_a_busy_deployment_admits_waiting_requests_in_turn() -> None:
+    """Over ``max_concurrent_requests`` a request waits for a slot instead of being refused
+    (a refused client retries, and a storm of retries takes the engine's time); one more
+    waiter than the cap, or a refusal for another limit, is refused at once."""
+    limiter = RateLimiter()
+    rules = limits(concurrent=1)
+
+    async def scenario() -> None:
+        held = limiter.reserve("dep", rules, now=time.time())
+        waiter = asyncio.create_task(limiter.wait_for_room("dep", rules, wait_seconds=30))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()  # waiting, not refused
+        with pytest.raises(RateLimited) as crowd:  # the cap of waiters is the cap in flight
+            await limiter.wait_for_room("dep", rules, wait_seconds=30)
+        assert crowd.value.headers["retry-after"] == "1"
+        held.finish(1, now=time.time())
+        admitted = await asyncio.wait_for(waiter, timeout=10)
+        with pytest.raises(RateLimited):  # no slot came free within its wait
+            await limiter.wait_for_room("dep", rules, wait_seconds=0.1)
+        admitted.finish(1, now=time.time())
+        (await limiter.wait_for_room("dep", rules, wait_seconds=0)).finish(1, now=time.time())
+
+    asyncio.run(scenario())
+
+
+def test_a_request_over_another_limit_does_not_wait() -> None:
+    limiter = RateLimiter()
+    rules = limits(rpm=1, concurrent=1)
+    limiter.reserve("dep", rules, now=time.time()).finish(1, now=time.time())
+    started = time.monotonic()
+    with pytest.raises(RateLimited) as refused:
+        asyncio.run(limiter.wait_for_room("dep", rules, wait_seconds=30))
+    assert "requests_per_minute is 1" in refused.value.message
+    assert time.monotonic() - started < 10  # refused at once, not after its wait

@@ -9,7 +9,7 @@ import ipaddress
 import pytest
 
 from tests.conftest import LiveServer
-from tunesmith import webhooks
+from tunesmith import webhook_delivery, webhooks
 from tunesmith.auth import DEFAULT_PROJECT_ID
 from tunesmith.store.db import transaction
 from tunesmith.store.tables import WebhookDeliveryRow, WebhookRow
@@ -89,7 +89,7 @@ def test_a_delivery_rechecks_the_host_and_logs_only_a_category(live: LiveServer)
             data={"id": "ftjob-x"},
             now=1000,
         )
-    attempted = webhooks.deliver_due(
+    attempted = webhook_delivery.deliver_due(
         sessions,
         now=1000,
         timeout_seconds=2,

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import LiveServer
 from tests.test_auth import make_key, make_project
-from tunesmith import webhooks
+from tunesmith import webhook_delivery, webhooks
 from tunesmith.auth import DEFAULT_PROJECT_ID, ensure_default_project
 from tunesmith.settings import Settings
 from tunesmith.store.db import make_engine, make_session_factory, transaction
@@ -293,7 +293,7 @@ def test_retries_back_off_exponentially_then_fail(store: sessionmaker[Session]) 
     emit(store, "fine_tuning.job.succeeded", now=1000)
 
     def attempt(now: float) -> int:
-        return webhooks.deliver_due(
+        return webhook_delivery.deliver_due(
             store,
             now=now,
             timeout_seconds=2,
@@ -331,7 +331,7 @@ def test_a_delivery_is_sent_by_one_process_at_a_time(
     def deliver() -> None:
         start.wait()
         attempted.append(
-            webhooks.deliver_due(
+            webhook_delivery.deliver_due(
                 store,
                 now=1000,
                 timeout_seconds=5,
@@ -515,7 +515,7 @@ def test_a_trickling_receiver_is_cut_off_at_the_attempts_deadline(
 
     def attempt() -> None:
         done.append(
-            webhooks.deliver_due(
+            webhook_delivery.deliver_due(
                 store,
                 now=1000,
                 timeout_seconds=1.0,

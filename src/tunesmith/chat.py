@@ -3,8 +3,9 @@
 
 ::
 
-    open_call (worker thread)
-      deployment ◄─ deployments/routing.py resolve_target
+    open_call
+      deployment ◄─ deployments/routing.py resolve_target (worker thread)
+      a slot of the deployment's limits (waiting on the event loop while it is busy)
       weights + adapter ─► engine.prepare (served_models.py)
       model's own template ─► prompt tokens
       context check ─► rate limits ─► prompt filter ─► Call
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from tunesmith import tool_use
 from tunesmith.auth import Principal
@@ -131,27 +133,38 @@ class Serving:
             content_filter=build_filter(settings),
         )
 
-    def open_call(
+    async def open_call(
         self, principal: Principal, request: ChatCompletionRequest | CompletionRequest
     ) -> Call:
-        """Resolves, renders, checks and admits a request; raises the 4xx it deserves."""
+        """Resolves, admits, renders and checks a request; raises the 4xx it deserves."""
         now = int(time.time())
         tools = (
             tool_use.checked(request)
             if isinstance(request, ChatCompletionRequest)
             else tool_use.NOT_REQUESTED
         )
-        with transaction(self.sessions) as session:
-            target = resolve_target(session, principal, request.model, now=now)
-            owner = weights_owner(session, target)
-        # Refused before any work is spent on it (its model's load, its prompt's rendering):
+        target, owner = await run_in_threadpool(self._resolve, principal, request.model, now)
+        # Admitted before any work is spent on it (its model's load, its prompt's rendering):
         # under overload a refusal costs next to nothing, so the engine keeps its capacity.
-        admission = self.limiter.reserve(target.deployment.id, target.limits, now=time.time())
+        admission = await self.limiter.wait_for_room(
+            target.deployment.id,
+            target.limits,
+            wait_seconds=self.settings.admission_wait_seconds,
+        )
         try:
-            return self._admitted(target, owner, request, tools, admission, now)
+            return await run_in_threadpool(
+                self._admitted, target, owner, request, tools, admission, now
+            )
         except BaseException:
             admission.finish(0, now=time.time())
             raise
+
+    def _resolve(
+        self, principal: Principal, model: str, now: int
+    ) -> tuple[ServingTarget, Path | None]:
+        with transaction(self.sessions) as session:
+            target = resolve_target(session, principal, model, now=now)
+            return target, weights_owner(session, target)
 
     def _admitted(
         self,

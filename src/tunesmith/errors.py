@@ -84,9 +84,13 @@ class RateLimited(TunesmithError):
         headers: dict[str, str],
         param: str | None = None,
         code: str | None = "rate_limit_exceeded",
+        busy: bool = False,
     ) -> None:
         super().__init__(message, param=param, code=code)
         self.headers = headers
+        self.busy = busy
+        """Refused only because the deployment's requests in flight are at their limit: a
+        slot frees as soon as one of them ends."""
 
 
 class ServiceUnavailable(TunesmithError):

@@ -24,14 +24,18 @@ hit, and ``retry-after`` (whole seconds, at least 1) says when this request woul
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from tunesmith.errors import RateLimited
 
 WINDOW_SECONDS = 60.0
+WAIT_POLL_SECONDS = 0.02
+"""How often a request waiting for a slot looks again (an in-memory check of microseconds)."""
 CONCURRENCY_RETRY_SECONDS = 1
 """A request refused for concurrency is told to retry after this: slots free as answers end."""
 
@@ -161,6 +165,8 @@ class RateLimiter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
+        self._waiting: dict[str, int] = {}
+        """Requests waiting for a slot (``wait_for_room``), by key."""
         self._collected_at = -math.inf
 
     def admit(self, key: str, limits: RateLimits, tokens: int, *, now: float) -> Admission:
@@ -175,7 +181,8 @@ class RateLimiter:
             more, token_wait = _token_refusals(window, limits, tokens, now)
             problems += more
             if problems:
-                raise _refused(problems, max(wait, token_wait), window, limits, now)
+                busy = len(problems) == 1 and window.in_flight >= limits.max_concurrent_requests
+                raise _refused(problems, max(wait, token_wait), window, limits, now, busy=busy)
             entry = _Entry(now, tokens)
             window.entries.append(entry)
             window.tokens += tokens
@@ -189,6 +196,37 @@ class RateLimiter:
         prompt, waiting for its model to load)."""
         return self.admit(key, limits, 0, now=now)
 
+    async def wait_for_room(
+        self, key: str, limits: RateLimits, *, wait_seconds: float
+    ) -> Admission:
+        """:meth:`reserve`, waiting while the deployment's requests in flight are at their
+        limit: for up to ``wait_seconds``, and with at most as many waiting as may be in flight
+        (one more is refused at once). A refusal for another limit is never waited out. The
+        wait holds no thread: a crowd is admitted in turn as answers end, instead of retrying
+        in a storm of refusals that would take the engine's time."""
+        deadline = time.monotonic() + wait_seconds
+        waiting = False
+        try:
+            while True:
+                try:
+                    return self.reserve(key, limits, now=time.time())
+                except RateLimited as refused:
+                    if not refused.busy or time.monotonic() >= deadline:
+                        raise
+                    if not waiting:
+                        with self._lock:
+                            if self._waiting.get(key, 0) >= limits.max_concurrent_requests:
+                                raise
+                            self._waiting[key] = self._waiting.get(key, 0) + 1
+                        waiting = True
+                await asyncio.sleep(WAIT_POLL_SECONDS)
+        finally:
+            if waiting:
+                with self._lock:
+                    self._waiting[key] -= 1
+                    if not self._waiting[key]:
+                        del self._waiting[key]
+
     def _collect(self, now: float) -> None:
         """Drops keys with nothing in their window and nothing in flight, once a minute."""
         if now - self._collected_at < WINDOW_SECONDS:
@@ -201,7 +239,13 @@ class RateLimiter:
 
 
 def _refused(
-    problems: list[str], wait: float, window: _Window, limits: RateLimits, now: float
+    problems: list[str],
+    wait: float,
+    window: _Window,
+    limits: RateLimits,
+    now: float,
+    *,
+    busy: bool = False,
 ) -> RateLimited:
     retry_after = max(1, math.ceil(round(wait, 6)))
     headers = {"retry-after": str(retry_after), **window.headers(limits, now)}
@@ -211,6 +255,7 @@ def _refused(
         + f". Retry after {retry_after} s, or ask the project's owner to raise the "
         "limit (PATCH /v1/deployments/<deployment> with rate_limits).",
         headers=headers,
+        busy=busy,
     )
 
 

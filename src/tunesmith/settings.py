@@ -228,7 +228,13 @@ class Settings(BaseSettings):
     """Tokens-per-minute limit of a deployment created without one (Azure's default)."""
 
     default_max_concurrent_requests: int = Field(default=32, ge=1)
-    """Requests of one deployment in flight at once, beyond which it answers 429."""
+    """Requests of one deployment in flight at once; beyond them a request waits (see
+    ``admission_wait_seconds``), then answers 429."""
+
+    admission_wait_seconds: float = Field(default=10.0, ge=0, le=600)
+    """How long a chat request waits for a slot when its deployment's requests in flight are
+    at ``max_concurrent_requests`` (at most as many wait as may be in flight; more are refused
+    at once) before it answers 429 with ``retry-after``. 0: refused at once, as Azure does."""
 
     # -- content filter -----------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine, make_session_factory, transaction
 from tunesmith.store.migrate import upgrade_to_head
 from tunesmith.validation import FileValidator
-from tunesmith.webhooks import Dispatcher
+from tunesmith.webhook_delivery import Dispatcher
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from tunesmith.api.body import ChatRoute, LimitedBody, json_object
 from tunesmith.api.deps import ChatCaller, RuntimeDep
@@ -88,7 +87,7 @@ async def _answer(
 ) -> Any:
     if serving is None:
         raise ServiceUnavailable("This server does not serve models (serving is turned off).")
-    call = await run_in_threadpool(serving.open_call, caller, parsed)
+    call = await serving.open_call(caller, parsed)
     include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
     if parsed.stream:
         events = _chat_events if call.kind == "chat" else _completion_events
