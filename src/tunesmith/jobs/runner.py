@@ -46,6 +46,7 @@ from tunesmith.jobs.finish import (
 )
 from tunesmith.jobs.plan import JobPlan, plan_job
 from tunesmith.jobs.reporter import DbReporter, LostJob
+from tunesmith.private_files import open_private, private_dir
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine, make_session_factory, transaction
@@ -380,13 +381,12 @@ def _warm_up() -> None:
 
 def _log_to(path: Path) -> None:
     """From here on, this process's output goes to its job's log."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    private_dir(path.parent)
+    with open_private(path, "ab") as log_file:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+
+from tunesmith.private_files import private_file
 
 log = logging.getLogger(__name__)
 _AFTER_COMMIT = "tunesmith.after_commit"
@@ -25,6 +29,9 @@ S = TypeVar("S", bound=Select[Any])
 def make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
+    database = make_url(url).database
+    if database and database != ":memory:" and Path(database).parent.is_dir():
+        private_file(Path(database))  # its -wal and -shm files take its mode
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")

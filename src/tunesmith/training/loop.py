@@ -42,6 +42,7 @@ from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.examples import IGNORE, TokenizedExample
 from tunesmith.data.packing import MicroBatch, pack
 from tunesmith.data.token_spans import example_trained_tokens
+from tunesmith.private_files import private_dir
 from tunesmith.training.checkpoint import (
     MANIFEST,
     list_checkpoints,
@@ -136,7 +137,7 @@ def train(
             f"were cut from the end (lines {shown}); the loss covers only what was kept.",
         )
     checkpoints_dir = output_dir / CHECKPOINTS
-    output_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(output_dir)
     pad_id = _pad_id(chat_format)
 
     random.seed(config.seed)
