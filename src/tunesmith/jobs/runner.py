@@ -46,7 +46,7 @@ from tunesmith.jobs.finish import (
 )
 from tunesmith.jobs.plan import JobPlan, plan_job
 from tunesmith.jobs.reporter import DbReporter, LostJob
-from tunesmith.private_files import open_private, private_dir
+from tunesmith.private_files import is_disk_full, open_private, private_dir
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine, make_session_factory, transaction
@@ -98,6 +98,10 @@ def run_job(
         if type(exc).__name__ == "OutOfMemoryError":  # torch's, on CUDA
             _fail(sessions, job_id, attempt, "out_of_memory", _OOM, None)
             return
+        if is_disk_full(exc):
+            log.error("job %s: the disk is full (%s)", job_id, exc)
+            _fail(sessions, job_id, attempt, "disk_full", _disk_full(exc, job_dir), None)
+            return
         log.exception("job %s failed", job_id)
         message = f"{type(exc).__name__}: {exc}"
         _fail(sessions, job_id, attempt, "training_error", message, None)
@@ -107,6 +111,21 @@ _OOM = (
     "Training ran out of memory. Lower hyperparameters.tokens_per_micro_batch or "
     "max_seq_length, use strategy 'lora', or train on a machine with more memory."
 )
+
+
+def _disk_full(exc: Exception, job_dir: Path) -> str:
+    where = exc.filename if isinstance(exc, OSError) and exc.filename else job_dir
+    kept = list_checkpoints(job_dir / CHECKPOINTS)
+    last = (
+        f" Its last complete checkpoint, {kept[-1].name}, is kept (a model a new job can "
+        "continue from)."
+        if kept
+        else ""
+    )
+    return (
+        f"The disk is full: writing {where} failed. Free space on the disk that holds "
+        f"{job_dir} and create the job again.{last}"
+    )
 
 
 def _train(

@@ -19,6 +19,7 @@ checkpoints are kept (OpenAI keeps three), plus the newest checkpoint whatever i
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import time
@@ -31,6 +32,7 @@ from torch import nn
 
 from tunesmith.data.chat_format import ChatFormat
 from tunesmith.private_files import (
+    is_disk_full,
     open_private,
     private_dir,
     replace_dir,
@@ -103,8 +105,12 @@ def save_checkpoint(
         # A run resumed from an older checkpoint reaches steps it had saved before: the old
         # folder is moved aside (a rename) rather than deleted before the new one is in place.
         replace_dir(staging, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(exc):
+            raise OSError(
+                errno.ENOSPC, f"No space left to write the checkpoint ({exc})", str(target)
+            ) from exc
         raise
     return target
 
