@@ -176,3 +176,22 @@ def is_disk_full(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def clear_unpublished(folder: Path, prefix: str) -> None:
+    """Cleans up after a writer killed while it published into ``folder`` an object whose name
+    starts with ``prefix``: a folder :func:`replace_dir` had renamed aside goes back in place
+    when nothing replaced it, and staging folders are removed. Only for objects one writer
+    owns at a time (a job's checkpoints, its model), before that writer publishes again."""
+    if not folder.is_dir():
+        return
+    for entry in sorted(folder.iterdir()):
+        if not entry.name.startswith(f".{prefix}") or not entry.is_dir():
+            continue
+        inside = list(entry.iterdir())
+        kept = inside[0] if len(inside) == 1 else None
+        aside = kept is not None and entry.name.startswith(f".{kept.name}-old-")
+        if kept is not None and aside and not (folder / kept.name).exists():
+            os.replace(kept, folder / kept.name)
+            fsync_dir(folder)
+        shutil.rmtree(entry, ignore_errors=True)

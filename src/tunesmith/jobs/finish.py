@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from tunesmith.fine_tuned import register_name
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import TERMINAL, next_status
-from tunesmith.private_files import replace_dir, staging_dir
+from tunesmith.private_files import clear_unpublished, replace_dir, staging_dir
 from tunesmith.store.tables import FileRow, JobRow, ModelRow
 from tunesmith.webhooks import enqueue as enqueue_webhook
 
@@ -107,6 +107,7 @@ def publish_model_folder(checkpoint: Path, destination: Path) -> Path:
     appears whole or not at all. A folder left by an earlier attempt is replaced."""
     from tunesmith.training.checkpoint import TRAINER_STATE  # torch: only in the job process
 
+    clear_unpublished(destination.parent, destination.name)  # left by a killed attempt
     staging = staging_dir(destination)
     try:
         for item in checkpoint.iterdir():

@@ -46,12 +46,12 @@ from tunesmith.jobs.finish import (
 )
 from tunesmith.jobs.plan import JobPlan, plan_job
 from tunesmith.jobs.reporter import DbReporter, LostJob
-from tunesmith.private_files import is_disk_full, open_private, private_dir
+from tunesmith.private_files import clear_unpublished, is_disk_full, open_private, private_dir
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine, make_session_factory, transaction
 from tunesmith.store.tables import JobRow, ModelRow
-from tunesmith.training.checkpoint import TRAINER_STATE, list_checkpoints
+from tunesmith.training.checkpoint import CHECKPOINT_PREFIX, TRAINER_STATE, list_checkpoints
 from tunesmith.training.loop import CHECKPOINTS, RESULTS, TrainResult, train
 from tunesmith.training.metrics import StopRequest
 
@@ -151,6 +151,7 @@ def _train(
     weights_dir = plan.weights_dir
     if plan.merge_adapter is not None:
         weights_dir = _merged_start(plan.merge_adapter, job_dir)
+    clear_unpublished(job_dir / CHECKPOINTS, CHECKPOINT_PREFIX)  # a killed attempt's staging
     resume = _resumable(job_dir / CHECKPOINTS)
     now = int(time.time())
     with transaction(sessions) as session:

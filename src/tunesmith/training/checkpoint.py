@@ -48,8 +48,11 @@ KEEP_EPOCHS = 3
 FORMAT_VERSION = 1
 
 
+CHECKPOINT_PREFIX = "ckpt-step-"
+
+
 def checkpoint_name(step: int) -> str:
-    return f"ckpt-step-{step}"
+    return f"{CHECKPOINT_PREFIX}{step}"
 
 
 def save_checkpoint(
