@@ -12,18 +12,35 @@ import contextlib
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 import torch
 
-from tests.conftest import TOY_BASE, LiveServer, jobs_settings_for, register_toy_base, run_live
+from tests.conftest import (
+    ADMIN_KEY,
+    TOY_BASE,
+    LiveServer,
+    jobs_settings_for,
+    register_toy_base,
+    run_live,
+)
 from tests.helpers import all_events, training_file, wait_for_job
-from tests.test_jobs_faults import job_row, spawn, wait_for_checkpoint, wait_gone
+from tests.test_jobs_faults import (
+    free_port,
+    job_row,
+    spawn,
+    start_server,
+    wait_for_checkpoint,
+    wait_gone,
+)
 from tunesmith.api.app import create_app
 from tunesmith.private_files import private_dir
 from tunesmith.settings import Settings
@@ -245,3 +262,120 @@ def test_a_job_process_killed_while_it_publishes_the_model_succeeds_on_resume(
     assert_models_have_their_folders(client, job_id, settings)
     assert done.fine_tuned_model in [m.id for m in client.models.list().data]
     assert len(done.result_files) == 1
+
+
+# --- the server killed ---------------------------------------------------------------------------
+
+
+def test_a_server_killed_during_an_upload_keeps_no_part_of_it(
+    tmp_path: Path, toy_model_dir: Path
+) -> None:
+    settings = jobs_settings_for(tmp_path / "home", toy_model_dir, embedded_worker=False)
+    port = free_port()
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=ADMIN_KEY, max_retries=0)
+    server = start_server(settings, port, tmp_path / "server1.log")
+    try:
+        kept = client.files.create(file=("kept.jsonl", training_file(12)), purpose="fine-tune")
+        boundary = "faults-boundary"
+        line = training_file(1)
+        lines_per_chunk = 65536 // len(line)
+
+        def body() -> Iterator[bytes]:
+            yield (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'
+                f'fine-tune\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                'filename="big.jsonl"\r\nContent-Type: application/jsonl\r\n\r\n'
+            ).encode()
+            for sent in range(256):  # 16 MB, killed after the first 2
+                yield line * lines_per_chunk
+                if sent == 32:
+                    time.sleep(0.5)  # the server has written what it received
+                    server.kill()
+                    server.wait()
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        headers = {
+            "Authorization": f"Bearer {ADMIN_KEY}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        }
+        with pytest.raises(httpx.TransportError):
+            httpx.post(f"{client.base_url}files", content=body(), headers=headers, timeout=30)
+        in_flight = list((settings.blob_dir() / "tmp").iterdir())
+        server = start_server(settings, port, tmp_path / "server2.log")
+        assert [f.id for f in client.files.list()] == [kept.id]
+        assert sorted(p.name for p in (settings.blob_dir() / "files").iterdir()) == [kept.id]
+        assert client.files.content(kept.id).read() == training_file(12)
+        # what was received lies only in tmp/, never published: the sweep removes it
+        assert all(p.parent.name == "tmp" for p in in_flight)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def test_a_server_killed_while_it_validates_a_job_validates_it_again(
+    tmp_path: Path, toy_model_dir: Path
+) -> None:
+    settings = jobs_settings_for(tmp_path / "home", toy_model_dir)
+    register_toy_base(create_app(settings), toy_model_dir)
+    port = free_port()
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=ADMIN_KEY, max_retries=0)
+    server = start_server(settings, port, tmp_path / "server1.log")
+    try:
+        training = client.files.create(file=("t.jsonl", training_file(2000)), purpose="fine-tune")
+        job_id = client.fine_tuning.jobs.create(
+            model=TOY_BASE,
+            training_file=training.id,
+            method={
+                "type": "supervised",
+                "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 8}},
+            },
+        ).id
+        deadline = time.monotonic() + 30
+        while (row := job_row(settings, job_id)).lease_owner is None:  # being validated
+            assert row.status == "validating_files", "validation ended before the kill"
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        server.kill()
+        server.wait()
+        assert job_row(settings, job_id).status == "validating_files"
+        server = start_server(settings, port, tmp_path / "server2.log")
+        deadline = time.monotonic() + 120
+        while (row := job_row(settings, job_id)).step < 1:  # validated again, and training
+            assert row.status in ("validating_files", "queued", "running"), row.error
+            assert time.monotonic() < deadline, f"the job is still {row.status}"
+            time.sleep(0.1)
+        client.fine_tuning.jobs.cancel(job_id)  # the rest is an ordinary job
+        messages = [e.message for e in all_events(client, job_id)]
+        assert messages.count("Files validated, moving job to queued state") == 1
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+# --- the database locked -------------------------------------------------------------------------
+
+
+def test_a_locked_database_delays_requests_and_loses_no_job(jobs_live: LiveServer) -> None:
+    client = jobs_live.client()
+    settings = jobs_live.settings
+    job_id = create_job(client, SHORT)
+    job_process(settings, job_id)
+    database = settings.home / "tunesmith.db"
+    holder = sqlite3.connect(database, timeout=0, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # SQLite's write lock, held for 3 s
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            listed = pool.submit(client.files.list)
+            stored = pool.submit(
+                client.files.create, file=("t.jsonl", training_file(12)), purpose="fine-tune"
+            )
+            second = pool.submit(create_job, client, SHORT)
+            time.sleep(3)
+            holder.rollback()
+            assert listed.result().data  # a reader is not blocked (WAL)
+            assert stored.result().status == "processed"
+            second_id = second.result()
+    finally:
+        holder.close()
+    assert wait_for_job(client, job_id, {"succeeded"}, timeout=180).fine_tuned_model
+    assert wait_for_job(client, second_id, {"succeeded"}, timeout=180).fine_tuned_model

@@ -63,8 +63,15 @@ def open_private(path: Path, mode: str = "ab") -> IO[Any]:
 
 def private_file(path: Path) -> Path:
     """Creates ``path`` empty and ``0600`` if absent (for a file another library fills, such as
-    SQLite's database, whose journal files take its mode); makes it ``0600`` if present."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    SQLite's database, whose journal files take its mode); makes it ``0600`` if present.
+
+    An existing file is never opened: closing any descriptor of a file drops every POSIX lock
+    this process holds on it, SQLite's included."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        os.chmod(path, FILE_MODE)
+        return path
     try:
         os.fchmod(fd, FILE_MODE)
     finally:
