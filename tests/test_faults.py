@@ -379,3 +379,36 @@ def test_a_locked_database_delays_requests_and_loses_no_job(jobs_live: LiveServe
         holder.close()
     assert wait_for_job(client, job_id, {"succeeded"}, timeout=180).fine_tuned_model
     assert wait_for_job(client, second_id, {"succeeded"}, timeout=180).fine_tuned_model
+
+
+def test_a_database_locked_past_the_busy_timeout_answers_503_and_loses_no_job(
+    tmp_path: Path, toy_model_dir: Path
+) -> None:
+    settings = jobs_settings_for(
+        tmp_path / "home", toy_model_dir, database_busy_timeout_seconds=0.5
+    )
+    app = create_app(settings)
+    register_toy_base(app, toy_model_dir)
+    for live in run_live(app, settings):
+        client = live.client()
+        job_id = create_job(client, SHORT)
+        job_process(settings, job_id)
+        holder = sqlite3.connect(settings.home / "tunesmith.db", timeout=0, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # held for 3 s, six times the busy timeout
+        try:
+            refused = live.http().post(
+                "/v1/files",
+                files={"file": ("t.jsonl", training_file(12))},
+                data={"purpose": "fine-tune"},
+            )
+            assert client.files.list().data  # readers go on (WAL)
+            time.sleep(3)
+        finally:
+            holder.rollback()
+            holder.close()
+        assert refused.status_code == 503, refused.text
+        assert int(refused.headers["retry-after"]) >= 1
+        error = refused.json()["error"]
+        assert error["code"] == "database_busy" and "try again" in error["message"]
+        assert client.files.create(file=("t.jsonl", training_file(12)), purpose="fine-tune")
+        assert wait_for_job(client, job_id, {"succeeded"}, timeout=180).fine_tuned_model

@@ -61,7 +61,10 @@ def create_app(settings: Settings) -> FastAPI:
         check_admin_key_strength(settings.admin_key.get_secret_value())
     private_dir(settings.home)
     sealer = installation_sealer(settings)
-    engine = make_engine(settings.resolved_database_url())
+    engine = make_engine(
+        settings.resolved_database_url(),
+        busy_timeout_seconds=settings.database_busy_timeout_seconds,
+    )
     upgrade_to_head(engine, sealer=sealer)
     sessions = make_session_factory(engine)
     now = int(time.time())

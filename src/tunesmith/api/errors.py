@@ -9,7 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tunesmith.errors import TunesmithError
+from tunesmith.errors import ServiceUnavailable, TunesmithError
+from tunesmith.store.db import is_busy
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    if is_busy(exc):  # another writer held the database past the busy timeout
+        log.warning("database busy: %s", exc)
+        return error_response(
+            ServiceUnavailable(
+                "The database is busy (another writer holds its lock); try again shortly.",
+                code="database_busy",
+                headers={"retry-after": "1"},
+            )
+        )
     log.exception("unhandled error", exc_info=exc)
     return _envelope(500, "The server had an error processing your request.", None, None)
 

@@ -57,6 +57,7 @@ from tunesmith.training.metrics import StopRequest
 
 log = logging.getLogger("tunesmith.job")
 PR_SET_PDEATHSIG = 1
+JOB_BUSY_TIMEOUT_SECONDS = 600.0  # a step's report waits out a busy database, never dropped
 
 
 def run_job(
@@ -374,7 +375,10 @@ def main(argv: list[str] | None = None) -> None:
     _log_to(Path(log_path))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log.info("job %s attempt %s assigned to process %d", job_id, attempt, os.getpid())
-    engine = make_engine(settings.resolved_database_url())
+    engine = make_engine(
+        settings.resolved_database_url(),
+        busy_timeout_seconds=max(settings.database_busy_timeout_seconds, JOB_BUSY_TIMEOUT_SECONDS),
+    )
     try:
         run_job(
             settings,

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from tunesmith.private_files import private_file
@@ -26,13 +27,17 @@ _AFTER_ROLLBACK = "tunesmith.after_rollback"
 S = TypeVar("S", bound=Select[Any])
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, busy_timeout_seconds: float = 30.0) -> Engine:
+    """The engine for ``url``. SQLite: ``busy_timeout_seconds`` is how long a statement waits
+    for another connection's lock before it fails (see :func:`is_busy`)."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     database = make_url(url).database
     if database and database != ":memory:" and Path(database).parent.is_dir():
         private_file(Path(database))  # its -wal and -shm files take its mode
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": busy_timeout_seconds}
+    )
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -43,6 +48,12 @@ def make_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Did ``exc`` fail because another connection held a lock for longer than the busy
+    timeout (SQLite's ``database is locked``)?"""
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
