@@ -412,3 +412,29 @@ def test_a_database_locked_past_the_busy_timeout_answers_503_and_loses_no_job(
         assert error["code"] == "database_busy" and "try again" in error["message"]
         assert client.files.create(file=("t.jsonl", training_file(12)), purpose="fine-tune")
         assert wait_for_job(client, job_id, {"succeeded"}, timeout=180).fine_tuned_model
+
+
+def test_a_job_process_killed_while_it_prunes_checkpoints_leaves_no_model_without_its_folder(
+    jobs_live: LiveServer,
+) -> None:
+    client = jobs_live.client()
+    settings = jobs_live.settings
+    job_id = create_job(client, {"n_epochs": 5, "batch_size": 1})  # the 4th epoch prunes the 1st
+    pid = job_process(settings, job_id)
+    root = settings.job_dir(job_id) / "checkpoints"
+    deadline = time.monotonic() + 120
+    while 36 not in {c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job_id)}:
+        assert time.monotonic() < deadline, "no third checkpoint"
+        time.sleep(0.02)
+    # training removes no file; the next removals are ckpt-step-12's, at step 48: one goes
+    with killed_at(pid, "unlinkat", when=2):
+        wait_gone(pid, timeout=120)
+    complete = {p.name for p in (root / "ckpt-step-48").iterdir()}
+    for checkpoint in client.fine_tuning.jobs.checkpoints.list(job_id):
+        folder = root / f"ckpt-step-{checkpoint.step_number}"
+        assert folder.is_dir() and {p.name for p in folder.iterdir()} == complete, folder
+    assert wait_for_job(client, job_id, {"succeeded"}, timeout=180).fine_tuned_model
+    messages = [e.message for e in all_events(client, job_id)]
+    assert any("was killed (SIGKILL)" in m for m in messages), messages
+    assert_no_staging(root)
+    assert_models_have_their_folders(client, job_id, settings)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict
@@ -138,15 +139,22 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.removeprefix("ckpt-step-")))
 
 
-def prune_checkpoints(root: Path, keep_epochs: int = KEEP_EPOCHS) -> list[Path]:
-    """Removes all but the last ``keep_epochs`` epoch checkpoints and the newest one."""
+def checkpoints_to_prune(root: Path, keep_epochs: int = KEEP_EPOCHS) -> list[Path]:
+    """All but the last ``keep_epochs`` epoch checkpoints and the newest one: what
+    :func:`remove_checkpoints` removes once nothing refers to them (their model rows gone)."""
     checkpoints = list_checkpoints(root)
     epoch_ends = [p for p in checkpoints if read_manifest(p)["epoch_complete"]]
     keep = set(epoch_ends[-keep_epochs:]) | set(checkpoints[-1:])
-    removed = [p for p in checkpoints if p not in keep]
-    for path in removed:
-        shutil.rmtree(path)
-    return removed
+    return [p for p in checkpoints if p not in keep]
+
+
+def remove_checkpoints(paths: list[Path]) -> None:
+    """Removes checkpoint folders: each renamed to a hidden name first, so a kill mid-way
+    leaves no half-deleted checkpoint in view (``private_files.clear_unpublished`` removes it)."""
+    for path in paths:
+        hidden = path.with_name(f".{path.name}-pruned")
+        os.replace(path, hidden)
+        shutil.rmtree(hidden)
 
 
 def _model_config(model: nn.Module) -> dict[str, Any] | None:

@@ -57,6 +57,7 @@ class CheckpointInfo:
     epoch: int
     epoch_complete: bool  # False for a checkpoint written on pause
     metrics: StepMetrics
+    pruned: tuple[Path, ...] = ()  # older checkpoints removed right after this is reported
 
 
 class Reporter(Protocol):
