@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from tunesmith.errors import AuthenticationError, PermissionDenied
 from tunesmith.ids import new_id
+from tunesmith.private_files import private_dir, write_private
 from tunesmith.store.tables import ApiKeyRow, DeploymentRow, ProjectRow
 
 Role = Literal["reader", "contributor", "owner", "admin"]
@@ -147,9 +147,6 @@ def bootstrap_admin_key(session: Session, key_file: Path, now: int) -> str | Non
             created_at=now,
         )
     )
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
-    os.chmod(key_file, 0o600)
+    private_dir(key_file.parent)
+    write_private(key_file, secret + "\n")
     return secret

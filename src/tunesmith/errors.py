@@ -94,8 +94,20 @@ class RateLimited(TunesmithError):
 
 
 class ServiceUnavailable(TunesmithError):
-    """503: a part the request needs (the model, an external moderation endpoint) is not
-    available now; retrying later may work."""
+    """503: a part the request needs (the model, an external moderation endpoint, the database's
+    write lock) is not available now; retrying later may work. ``headers`` (``retry-after``) go
+    out with the error."""
 
     status_code = 503
     error_type = "server_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.headers = headers

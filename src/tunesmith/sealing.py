@@ -35,6 +35,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tunesmith.private_files import fsync_dir, private_dir
 from tunesmith.settings import Settings
 
 FORMAT = "v1"
@@ -144,7 +145,7 @@ def installation_sealer(settings: Settings) -> Sealer:
 def _create_key_file(path: Path) -> None:
     """Writes a new KEK to ``path`` atomically: a 0600 temporary file, flushed, then linked
     into place, which fails if another process made ``path`` first (its key is then used)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     text = base64.b64encode(secrets.token_bytes(KEK_BYTES)).decode() + "\n"
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
     try:
@@ -156,11 +157,7 @@ def _create_key_file(path: Path) -> None:
             os.link(temporary, path)
     finally:
         os.unlink(temporary)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_dir(path.parent)
 
 
 def _read_key_file(path: Path) -> bytes:

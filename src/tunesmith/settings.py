@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     validation_max_issues: int = Field(default=100, ge=1)
     """Errors (and, separately, warnings) listed in a validation report; the rest are counted."""
 
+    database_busy_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """SQLite: how long a request waits for the database's write lock (held by another writer)
+    before it is answered 503 ``database_busy`` with ``retry-after``. Job processes wait at least
+    ten minutes: a step's report is never dropped for a busy database."""
+
     expiry_sweep_seconds: float = Field(default=60.0, gt=0)
     """How often the server removes expired files and uploads."""
 

@@ -44,6 +44,7 @@ from tunesmith.api.routes.portal import mount_portal
 from tunesmith.auth import bootstrap_admin_key, ensure_default_project, hash_key
 from tunesmith.chat import Serving
 from tunesmith.jobs.worker import Worker
+from tunesmith.private_files import private_dir
 from tunesmith.ratelimits import RateLimiter
 from tunesmith.sealing import installation_sealer
 from tunesmith.settings import Settings, check_admin_key_strength
@@ -59,12 +60,13 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     if settings.admin_key is not None:
         check_admin_key_strength(settings.admin_key.get_secret_value())
-    settings.home.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.home)
     sealer = installation_sealer(settings)
     engine = make_engine(
         settings.resolved_database_url(),
         pool_size=settings.database_pool_size(),
         pool_timeout=settings.database_pool_timeout_seconds,
+        busy_timeout_seconds=settings.database_busy_timeout_seconds,
     )
     upgrade_to_head(engine, sealer=sealer)
     sessions = make_session_factory(engine)

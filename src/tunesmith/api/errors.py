@@ -10,7 +10,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tunesmith.errors import TunesmithError
+from tunesmith.errors import ServiceUnavailable, TunesmithError
+from tunesmith.store.db import is_busy
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return _envelope(exc.status_code, message, None, None)
 
 
-async def _database_busy(_request: Request, exc: Exception) -> JSONResponse:
+async def _no_free_connection(_request: Request, exc: Exception) -> JSONResponse:
     """No database connection came free within ``TUNESMITH_DATABASE_POOL_TIMEOUT_SECONDS``:
     overload, answered as such (503, ``retry-after``), never as a server fault."""
     assert isinstance(exc, PoolTimeout)
@@ -75,6 +76,15 @@ async def _database_busy(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    if is_busy(exc):  # another writer held the database past the busy timeout
+        log.warning("database busy: %s", exc)
+        return error_response(
+            ServiceUnavailable(
+                "The database is busy (another writer holds its lock); try again shortly.",
+                code="database_busy",
+                headers={"retry-after": "1"},
+            )
+        )
     log.exception("unhandled error", exc_info=exc)
     return _envelope(500, "The server had an error processing your request.", None, None)
 
@@ -83,5 +93,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TunesmithError, _tunesmith_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(PoolTimeout, _database_busy)
+    app.add_exception_handler(PoolTimeout, _no_free_connection)
     app.add_exception_handler(Exception, _unexpected)

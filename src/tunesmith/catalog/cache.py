@@ -20,12 +20,13 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+
+from tunesmith.private_files import publish_dir, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +97,13 @@ def _landed(key: str) -> None:
 def _build(target: Path, build: Callable[[Path], None], stamp: str) -> Path:
     if is_complete(target):  # finished by another caller since the first look
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     _sweep_stale_staging(target)
-    staging = Path(tempfile.mkdtemp(prefix=staging_prefix(target), dir=target.parent))
+    staging = staging_dir(target, staging_prefix(target))
     try:
         build(staging)
-        _flush_files(staging)
         (staging / MARKER).write_text(stamp + "\n")
-        try:
-            os.replace(staging, target)
+        try:  # private and on disk before the rename, so a power cut cannot leave a marked,
+            publish_dir(staging, target)  # truncated file
         except OSError:
             if not is_complete(target):  # not a lost race: something else is in the way
                 raise RuntimeError(
@@ -114,14 +113,6 @@ def _build(target: Path, build: Callable[[Path], None], stamp: str) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _flush_files(folder: Path) -> None:
-    """Reach the disk before the rename, so a power cut cannot leave a marked, truncated file."""
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
 
 
 def _sweep_stale_staging(target: Path) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from tunesmith.catalog.gguf_header import NotGguf, read_metadata
 from tunesmith.catalog.spec import BUNDLED, BUNDLED_SOURCE, CHAT_COMPLETION
 from tunesmith.errors import InvalidRequest
+from tunesmith.private_files import make_private, private_dir
 
 SourceKind = Literal["bundled", "folder", "gguf", "hub"]
 
@@ -248,7 +249,9 @@ def hub_snapshot(repo_id: str, cache_dir: Path, patterns: list[str]) -> Path:
     ``cache_dir/hub`` (huggingface_hub's own cache layout, safe for concurrent downloads)."""
     from huggingface_hub import snapshot_download
 
-    folder = snapshot_download(repo_id, cache_dir=cache_dir / "hub", allow_patterns=patterns)
+    hub = private_dir(cache_dir / "hub")
+    folder = snapshot_download(repo_id, cache_dir=hub, allow_patterns=patterns)
+    make_private(hub, flush=False)  # huggingface_hub leaves its files to the umask
     if not isinstance(folder, str):  # only a dry run answers with a file list
         raise TypeError(f"snapshot_download returned {type(folder).__name__}")
     return Path(folder)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session
 from tunesmith.fine_tuned import register_name
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.states import TERMINAL, next_status
+from tunesmith.private_files import clear_unpublished, replace_dir, staging_dir
 from tunesmith.store.tables import FileRow, JobRow, ModelRow
 from tunesmith.webhooks import enqueue as enqueue_webhook
 
@@ -107,8 +107,8 @@ def publish_model_folder(checkpoint: Path, destination: Path) -> Path:
     appears whole or not at all. A folder left by an earlier attempt is replaced."""
     from tunesmith.training.checkpoint import TRAINER_STATE  # torch: only in the job process
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    clear_unpublished(destination.parent, destination.name)  # left by a killed attempt
+    staging = staging_dir(destination)
     try:
         for item in checkpoint.iterdir():
             if item.name == TRAINER_STATE or not item.is_file():
@@ -117,9 +117,7 @@ def publish_model_folder(checkpoint: Path, destination: Path) -> Path:
                 os.link(item, staging / item.name)
             except OSError:
                 shutil.copy2(item, staging / item.name)
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(staging, destination)
+        replace_dir(staging, destination)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return destination

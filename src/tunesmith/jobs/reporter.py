@@ -89,7 +89,7 @@ class DbReporter:
                 )
             )
             add_event(session, job.id, f"Checkpoint created at step {checkpoint.step}", now=now)
-            _forget_pruned(session, job.id)
+            _forget_pruned(session, job.id, checkpoint.pruned)
 
     def on_message(self, level: Literal["info", "warning"], message: str) -> None:
         with transaction(self.sessions) as session:
@@ -110,12 +110,12 @@ _CHECKPOINT_METRICS = frozenset(
 )
 
 
-def _forget_pruned(session: Session, job_id: str) -> None:
-    """Checkpoints the loop pruned from disk stop being models."""
+def _forget_pruned(session: Session, job_id: str, pruned: tuple[Path, ...]) -> None:
+    """Checkpoints the loop is about to prune (or pruned before a crash) stop being models."""
     rows = session.scalars(
         select(ModelRow).where(ModelRow.job_id == job_id, ModelRow.checkpoint_step.is_not(None))
     )
     for row in rows:
-        if not Path(row.path).exists():
+        if Path(row.path) in pruned or not Path(row.path).exists():
             session.query(JobCheckpointRow).filter(JobCheckpointRow.model_id == row.id).delete()
             session.delete(row)

@@ -46,16 +46,18 @@ from tunesmith.jobs.finish import (
 )
 from tunesmith.jobs.plan import JobPlan, plan_job
 from tunesmith.jobs.reporter import DbReporter, LostJob
+from tunesmith.private_files import clear_unpublished, is_disk_full, open_private, private_dir
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import make_engine, make_session_factory, transaction
 from tunesmith.store.tables import JobRow, ModelRow
-from tunesmith.training.checkpoint import TRAINER_STATE, list_checkpoints
+from tunesmith.training.checkpoint import CHECKPOINT_PREFIX, TRAINER_STATE, list_checkpoints
 from tunesmith.training.loop import CHECKPOINTS, RESULTS, TrainResult, train
 from tunesmith.training.metrics import StopRequest
 
 log = logging.getLogger("tunesmith.job")
 PR_SET_PDEATHSIG = 1
+JOB_BUSY_TIMEOUT_SECONDS = 600.0  # a step's report waits out a busy database, never dropped
 
 
 def run_job(
@@ -106,6 +108,10 @@ def run_job(
         if type(exc).__name__ == "OutOfMemoryError":  # torch's, on CUDA
             _fail(sessions, job_id, attempt, "out_of_memory", _OOM, None)
             return
+        if is_disk_full(exc):
+            log.error("job %s: the disk is full (%s)", job_id, exc)
+            _fail(sessions, job_id, attempt, "disk_full", _disk_full(exc, job_dir), None)
+            return
         log.exception("job %s failed", job_id)
         message = f"{type(exc).__name__}: {exc}"
         _fail(sessions, job_id, attempt, "training_error", message, None)
@@ -115,6 +121,21 @@ _OOM = (
     "Training ran out of memory. Lower hyperparameters.tokens_per_micro_batch or "
     "max_seq_length, use strategy 'lora', or train on a machine with more memory."
 )
+
+
+def _disk_full(exc: Exception, job_dir: Path) -> str:
+    where = exc.filename if isinstance(exc, OSError) and exc.filename else job_dir
+    kept = list_checkpoints(job_dir / CHECKPOINTS)
+    last = (
+        f" Its last complete checkpoint, {kept[-1].name}, is kept (a model a new job can "
+        "continue from)."
+        if kept
+        else ""
+    )
+    return (
+        f"The disk is full: writing {where} failed. Free space on the disk that holds "
+        f"{job_dir} and create the job again.{last}"
+    )
 
 
 def _train(
@@ -143,6 +164,7 @@ def _train(
     weights_dir = plan.weights_dir
     if plan.merge_adapter is not None:
         weights_dir = _merged_start(plan.merge_adapter, job_dir)
+    clear_unpublished(job_dir / CHECKPOINTS, CHECKPOINT_PREFIX)  # a killed attempt's staging
     resume = _resumable(job_dir / CHECKPOINTS)
     now = int(time.time())
     with transaction(sessions) as session:
@@ -367,7 +389,10 @@ def main(argv: list[str] | None = None) -> None:
     _log_to(Path(log_path))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     log.info("job %s attempt %s assigned to process %d", job_id, attempt, os.getpid())
-    engine = make_engine(settings.resolved_database_url())
+    engine = make_engine(
+        settings.resolved_database_url(),
+        busy_timeout_seconds=max(settings.database_busy_timeout_seconds, JOB_BUSY_TIMEOUT_SECONDS),
+    )
     try:
         run_job(
             settings,
@@ -394,13 +419,12 @@ def _warm_up() -> None:
 
 def _log_to(path: Path) -> None:
     """From here on, this process's output goes to its job's log."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    private_dir(path.parent)
+    with open_private(path, "ab") as log_file:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
 
 
 if __name__ == "__main__":

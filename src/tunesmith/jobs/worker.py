@@ -39,6 +39,7 @@ from tunesmith.jobs.events import add_event
 from tunesmith.jobs.finish import fail
 from tunesmith.jobs.states import next_status
 from tunesmith.jobs.validate import ChatFormats, Outcome, apply_outcome, base_spec, check_files
+from tunesmith.private_files import open_private, private_dir
 from tunesmith.settings import Settings
 from tunesmith.store.blobs import BlobStore
 from tunesmith.store.db import transaction
@@ -257,7 +258,7 @@ class Worker:
 
     def _spawn(self, job_id: str, attempt: int) -> Child:
         job_dir = self.settings.job_dir(job_id)
-        job_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(job_dir)
         log_path = job_dir / "process.log"
         assignment = json.dumps([job_id, attempt, self.device(), str(log_path)]) + "\n"
         spare, self._spare = self._spare, None
@@ -281,8 +282,8 @@ class Worker:
         variables, so they are left out of its environment too."""
         command = [sys.executable, "-m", "tunesmith.jobs.runner", "--parent", str(os.getpid())]
         environment = {k: v for k, v in os.environ.items() if not k.startswith("TUNESMITH_")}
-        self.settings.home.mkdir(parents=True, exist_ok=True)
-        with (self.settings.home / "worker.log").open("ab") as output:
+        private_dir(self.settings.home)
+        with open_private(self.settings.home / "worker.log", "ab") as output:
             process = subprocess.Popen(
                 command,
                 stdin=subprocess.PIPE,

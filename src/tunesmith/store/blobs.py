@@ -6,10 +6,12 @@ Layout under ``root`` (nothing is ever named after user input, only after genera
     parts/<upload-id>/<part-id>         one part of an Upload in progress
     tmp/<random>                        bytes being received; renamed into place or removed
 
-A write goes to ``tmp/`` first and is renamed into place only when complete, so a reader never
-sees half a file and a crash leaves at most a temporary file, which :meth:`sweep_tmp` removes.
-A file's modification time is the moment it came into place (not when its upload began), which
-the sweep of bytes whose row never committed counts its grace period from.
+Every folder is ``0700`` and every file ``0600`` (``private_files``). A write goes to ``tmp/``
+first, reaches the disk and is renamed into place only when complete (the folder flushed after),
+so a reader never sees half a file and a crash leaves at most a temporary file, which
+:meth:`sweep_tmp` removes. A file's modification time is the moment it came into place (not
+when its upload began), which the sweep of bytes whose row never committed counts its grace
+period from.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
+
+from tunesmith.private_files import fsync_dir, open_private, private_dir
 
 
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         for sub in ("files", "parts", "tmp"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
+            private_dir(root / sub)
 
     def file_path(self, file_id: str) -> Path:
         return self.root / "files" / file_id
@@ -41,8 +45,8 @@ class BlobStore:
         """A fresh temporary file opened for writing; removed on exit unless it was moved away."""
         path = self.root / "tmp" / uuid.uuid4().hex
         try:
-            with path.open("wb") as handle:
-                yield path, handle
+            with open_private(path, "wb") as handle:
+                yield path, cast(BinaryIO, handle)
         finally:
             path.unlink(missing_ok=True)
 
@@ -51,8 +55,9 @@ class BlobStore:
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         os.utime(tmp)  # placed now, however long ago the upload began
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(destination.parent)
         os.replace(tmp, destination)
+        fsync_dir(destination.parent)
 
     def write_file(self, file_id: str, chunks: Iterable[bytes]) -> int:
         """Write a whole file from chunks; returns its size."""

@@ -11,10 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+
+from tunesmith.private_files import private_file
 
 log = logging.getLogger(__name__)
 _AFTER_COMMIT = "tunesmith.after_commit"
@@ -22,17 +27,30 @@ _AFTER_ROLLBACK = "tunesmith.after_rollback"
 S = TypeVar("S", bound=Select[Any])
 
 
-def make_engine(url: str, *, pool_size: int | None = None, pool_timeout: float = 30.0) -> Engine:
-    """An engine; with ``pool_size`` (the server's, ``Settings.database_pool_size``) it keeps
-    that many connections and no more, and a thread that finds none free waits
+def make_engine(
+    url: str,
+    *,
+    pool_size: int | None = None,
+    pool_timeout: float = 30.0,
+    busy_timeout_seconds: float = 30.0,
+) -> Engine:
+    """The engine for ``url``. With ``pool_size`` (the server's, ``Settings.database_pool_size``)
+    it keeps that many connections and no more, and a thread that finds none free waits
     ``pool_timeout`` seconds, then gets :class:`sqlalchemy.exc.TimeoutError` (answered 503 by
-    the API). Without, SQLAlchemy's defaults (job processes, the CLI, tests)."""
+    the API); without, SQLAlchemy's defaults (job processes, the CLI, tests). SQLite:
+    ``busy_timeout_seconds`` is how long a statement waits for another connection's lock
+    before it fails (see :func:`is_busy`)."""
     pool: dict[str, Any] = {}
     if pool_size is not None:
         pool = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": pool_timeout}
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, **pool)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
+    database = make_url(url).database
+    if database and database != ":memory:" and Path(database).parent.is_dir():
+        private_file(Path(database))  # its -wal and -shm files take its mode
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": busy_timeout_seconds}, **pool
+    )
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -43,6 +61,12 @@ def make_engine(url: str, *, pool_size: int | None = None, pool_timeout: float =
         cursor.close()
 
     return engine
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Did ``exc`` fail because another connection held a lock for longer than the busy
+    timeout (SQLite's ``database is locked``)?"""
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -9,17 +9,20 @@ A checkpoint folder holds everything needed to use it and to resume from it::
       tunesmith.json      base model, chat template, end-of-turn token, hyperparameters, metrics
       trainer_state.pt    optimizer, step and data position, random number generator states
 
-It is written into a hidden staging folder beside its final place and renamed into place, so a
-crash leaves either the complete checkpoint or nothing. Only the last ``KEEP_EPOCHS`` epochs'
+It is written into a hidden staging folder beside its final place, made private, flushed to
+disk and renamed into place (``private_files.replace_dir``), so a crash leaves either the
+complete checkpoint or the one it replaces. A write that fails (a full disk) removes the staging
+folder, leaves every earlier checkpoint as it was and raises an ``OSError`` naming the
+checkpoint (``errno.ENOSPC`` when the disk is full). Only the last ``KEEP_EPOCHS`` epochs'
 checkpoints are kept (OpenAI keeps three), plus the newest checkpoint whatever it is (a pause).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +32,13 @@ import torch
 from torch import nn
 
 from tunesmith.data.chat_format import ChatFormat
+from tunesmith.private_files import (
+    is_disk_full,
+    open_private,
+    private_dir,
+    replace_dir,
+    staging_dir,
+)
 from tunesmith.training.config import ResolvedConfig
 from tunesmith.training.lora import save_adapter
 from tunesmith.training.metrics import StepMetrics
@@ -39,8 +49,11 @@ KEEP_EPOCHS = 3
 FORMAT_VERSION = 1
 
 
+CHECKPOINT_PREFIX = "ckpt-step-"
+
+
 def checkpoint_name(step: int) -> str:
-    return f"ckpt-step-{step}"
+    return f"{CHECKPOINT_PREFIX}{step}"
 
 
 def save_checkpoint(
@@ -56,9 +69,9 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
 ) -> Path:
     """Writes ``root/ckpt-step-N`` atomically and returns its path."""
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)
     target = root / checkpoint_name(metrics.step)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
+    staging = staging_dir(target)
     try:
         if config.strategy == "lora":
             save_adapter(
@@ -91,16 +104,18 @@ def save_checkpoint(
             "metrics": asdict(metrics),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        torch.save(trainer_state, staging / TRAINER_STATE)
+        with open_private(staging / TRAINER_STATE, "wb") as handle:  # an OSError stays visible
+            torch.save(trainer_state, handle)
         # A run resumed from an older checkpoint reaches steps it had saved before: the old
         # folder is moved aside (a rename) rather than deleted before the new one is in place.
-        replaced = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=root))
-        if target.exists():
-            os.replace(target, replaced / target.name)
-        os.replace(staging, target)
-    finally:
+        replace_dir(staging, target)
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(replaced, ignore_errors=True)
+        if is_disk_full(exc):
+            raise OSError(
+                errno.ENOSPC, f"No space left to write the checkpoint ({exc})", str(target)
+            ) from exc
+        raise
     return target
 
 
@@ -124,15 +139,22 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.removeprefix("ckpt-step-")))
 
 
-def prune_checkpoints(root: Path, keep_epochs: int = KEEP_EPOCHS) -> list[Path]:
-    """Removes all but the last ``keep_epochs`` epoch checkpoints and the newest one."""
+def checkpoints_to_prune(root: Path, keep_epochs: int = KEEP_EPOCHS) -> list[Path]:
+    """All but the last ``keep_epochs`` epoch checkpoints and the newest one: what
+    :func:`remove_checkpoints` removes once nothing refers to them (their model rows gone)."""
     checkpoints = list_checkpoints(root)
     epoch_ends = [p for p in checkpoints if read_manifest(p)["epoch_complete"]]
     keep = set(epoch_ends[-keep_epochs:]) | set(checkpoints[-1:])
-    removed = [p for p in checkpoints if p not in keep]
-    for path in removed:
-        shutil.rmtree(path)
-    return removed
+    return [p for p in checkpoints if p not in keep]
+
+
+def remove_checkpoints(paths: list[Path]) -> None:
+    """Removes checkpoint folders: each renamed to a hidden name first, so a kill mid-way
+    leaves no half-deleted checkpoint in view (``private_files.clear_unpublished`` removes it)."""
+    for path in paths:
+        hidden = path.with_name(f".{path.name}-pruned")
+        os.replace(path, hidden)
+        shutil.rmtree(hidden)
 
 
 def _model_config(model: nn.Module) -> dict[str, Any] | None:

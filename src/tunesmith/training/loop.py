@@ -42,12 +42,14 @@ from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.examples import IGNORE, TokenizedExample
 from tunesmith.data.packing import MicroBatch, pack
 from tunesmith.data.token_spans import example_trained_tokens
+from tunesmith.private_files import private_dir
 from tunesmith.training.checkpoint import (
     MANIFEST,
+    checkpoints_to_prune,
     list_checkpoints,
     load_trainer_state,
-    prune_checkpoints,
     read_manifest,
+    remove_checkpoints,
     save_checkpoint,
 )
 from tunesmith.training.config import ResolvedConfig
@@ -136,7 +138,7 @@ def train(
             f"were cut from the end (lines {shown}); the loss covers only what was kept.",
         )
     checkpoints_dir = output_dir / CHECKPOINTS
-    output_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(output_dir)
     pad_id = _pad_id(chat_format)
 
     random.seed(config.seed)
@@ -207,10 +209,13 @@ def train(
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
             },
         )
-        prune_checkpoints(checkpoints_dir)
+        # the pruned checkpoints stop being models before their folders go: never a model row
+        # without its files
+        pruned = tuple(checkpoints_to_prune(checkpoints_dir))
         reporter.on_checkpoint(
-            CheckpointInfo(path, metrics.step, metrics.epoch, epoch_complete, metrics)
+            CheckpointInfo(path, metrics.step, metrics.epoch, epoch_complete, metrics, pruned)
         )
+        remove_checkpoints(list(pruned))
         return path
 
     model.train()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from tunesmith.private_files import open_private, writing
+
 RESULTS_COLUMNS = (
     "step",
     "train_loss",
@@ -55,6 +57,7 @@ class CheckpointInfo:
     epoch: int
     epoch_complete: bool  # False for a checkpoint written on pause
     metrics: StepMetrics
+    pruned: tuple[Path, ...] = ()  # older checkpoints removed right after this is reported
 
 
 class Reporter(Protocol):
@@ -88,13 +91,13 @@ class ResultsFile:
         if resume_after_step and path.exists():
             with path.open(newline="") as f:
                 rows = [r for r in list(csv.reader(f))[1:] if int(r[0]) <= resume_after_step]
-        with path.open("w", newline="") as f:
+        with writing(path, "w") as f:
             writer = csv.writer(f)
             writer.writerow(RESULTS_COLUMNS)
             writer.writerows(rows)
 
     def append(self, metrics: StepMetrics) -> None:
-        with self.path.open("a", newline="") as f:
+        with open_private(self.path, "a") as f:
             csv.writer(f).writerow(metrics.csv_row())
 
 
