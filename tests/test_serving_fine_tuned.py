@@ -4,6 +4,7 @@ and a checkpoint serve too; a deployment's weights are loaded before its first r
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from tests.conftest import LiveServer
@@ -32,9 +33,11 @@ def test_serving_feeds_the_tokens_the_model_was_trained_on(
     )
     first_trained = next(i for i, label in enumerate(tokens.labels) if label != IGNORE)
     serving = jobs_live.app.state.runtime.serving
-    call = serving.open_call(
-        Principal("test", "proj_default", "owner"),
-        ChatCompletionRequest(model="arith", messages=example[:2], max_tokens=4),
+    call = asyncio.run(
+        serving.open_call(
+            Principal("test", "proj_default", "owner"),
+            ChatCompletionRequest(model="arith", messages=example[:2], max_tokens=4),
+        )
     )
     call.admission.finish(0, now=time.time())
     assert call.prompt == list(tokens.input_ids[:first_trained])

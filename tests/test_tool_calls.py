@@ -12,6 +12,7 @@ answers, whole and streamed, validate against OpenAI's published schema.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -406,9 +407,11 @@ def test_a_call_and_its_result_give_the_prompt_tokens_training_gave(
         RESULT,
     ]
     for conversation in (messages, echoed):
-        opened = serving.open_call(
-            Principal("test", "proj_default", "owner"),
-            ChatCompletionRequest.model_validate({**request, "messages": conversation}),
+        opened = asyncio.run(
+            serving.open_call(
+                Principal("test", "proj_default", "owner"),
+                ChatCompletionRequest.model_validate({**request, "messages": conversation}),
+            )
         )
         opened.admission.finish(0, now=time.time())
         assert opened.prompt == list(example.input_ids[:first_trained])
