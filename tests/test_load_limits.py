@@ -9,12 +9,15 @@ these tests pin the rules it relies on."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 
-from tests.conftest import ADMIN_KEY, LiveServer, run_live
+from tests.conftest import ADMIN_KEY, TOY_BASE, LiveServer, run_live
+from tests.test_chat_api import HELLO, deploy
 from tunesmith.api.app import create_app
 from tunesmith.settings import Settings
 
@@ -62,3 +65,34 @@ def test_a_database_with_no_free_connection_answers_503_with_retry_after(
             connection.close()
     with small.http() as http:  # a connection is free again: served at once
         assert http.get("/v1/files").status_code == 200
+
+
+def test_a_crowd_on_a_new_deployment_is_answered_in_turn_never_500(jobs_api: LiveServer) -> None:
+    """The load of finding 0, in small: 24 streamed clients at once on a deployment created a
+    moment before (its model not loaded yet) with 4 places in flight. Each request is answered
+    200 after waiting its turn, or 429 with ``retry-after`` once the waiting places are taken;
+    none answers 5xx or fails to connect, and a normal request is served after."""
+    deploy(jobs_api, "crowded", TOY_BASE, rate_limits={"max_concurrent_requests": 4})
+    body = {"model": "crowded", "messages": HELLO, "max_tokens": 8, "stream": True}
+    statuses: list[int] = []
+    refusals: list[httpx.Headers] = []
+
+    def one() -> None:
+        with jobs_api.http() as http, http.stream("POST", "/v1/chat/completions", json=body) as r:
+            lines = list(r.iter_lines())
+            statuses.append(r.status_code)
+            if r.status_code == 200:
+                assert "data: [DONE]" in lines
+            if r.status_code == 429:
+                refusals.append(r.headers)
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        for future in [pool.submit(one) for _ in range(24)]:
+            future.result()
+    assert len(statuses) == 24
+    assert set(statuses) <= {200, 429}, statuses
+    assert statuses.count(200) >= 8  # 4 in flight and 4 waiting, at the least
+    assert all("retry-after" in h and "x-ratelimit-limit-requests" in h for h in refusals)
+    with jobs_api.http() as http:
+        after = http.post("/v1/chat/completions", json={**body, "stream": False})
+    assert after.status_code == 200, after.text
