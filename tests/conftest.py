@@ -159,3 +159,17 @@ def jobs_api(tmp_path: Path, toy_model_dir: Path) -> Iterator[LiveServer]:
     app = create_app(settings)
     register_toy_base(app, toy_model_dir)
     yield from run_live(app, settings)
+
+
+@pytest.fixture
+def separate_settings(tmp_path: Path, toy_model_dir: Path) -> Settings:
+    """Settings for a server whose jobs run in a worker started apart (by the test)."""
+    return jobs_settings_for(tmp_path / "home", toy_model_dir, embedded_worker=False)
+
+
+@pytest.fixture
+def api_only(separate_settings: Settings, toy_model_dir: Path) -> Iterator[LiveServer]:
+    """A server without a worker, on ``separate_settings``, the toy base registered."""
+    app = create_app(separate_settings)
+    register_toy_base(app, toy_model_dir)
+    yield from run_live(app, separate_settings)

@@ -49,18 +49,6 @@ from tunesmith.training.checkpoint import MANIFEST, TRAINER_STATE, list_checkpoi
 LONG = {"n_epochs": 25, "batch_size": 1}  # 12 examples: 300 steps, a checkpoint every 12
 
 
-@pytest.fixture
-def separate_settings(tmp_path: Path, toy_model_dir: Path) -> Settings:
-    return jobs_settings_for(tmp_path / "home", toy_model_dir, embedded_worker=False)
-
-
-@pytest.fixture
-def api_only(separate_settings: Settings, toy_model_dir: Path) -> Iterator[LiveServer]:
-    app = create_app(separate_settings)
-    register_toy_base(app, toy_model_dir)
-    yield from run_live(app, separate_settings)
-
-
 def create_job(client: openai.OpenAI, hyperparameters: dict[str, object] = LONG) -> str:
     training = client.files.create(file=("t.jsonl", training_file(12)), purpose="fine-tune").id
     job = client.fine_tuning.jobs.create(

@@ -12,12 +12,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
-import pytest
 
 from tests.conftest import ADMIN_KEY, TOY_BASE, LiveServer, jobs_settings_for, register_toy_base
 from tests.helpers import all_events, training_file, wait_for_job
@@ -149,20 +147,6 @@ def test_a_job_whose_process_keeps_dying_fails_after_its_restarts(
         last = [e.data for e in events if e.type == "metrics"][-1]
         assert failed.trained_tokens == last["trained_tokens"] > 0
         assert last["step"] == failed.model_extra["step"]
-
-
-@pytest.fixture
-def separate_settings(tmp_path: Path, toy_model_dir: Path) -> Settings:
-    return jobs_settings_for(tmp_path / "home", toy_model_dir, embedded_worker=False)
-
-
-@pytest.fixture
-def api_only(separate_settings: Settings, toy_model_dir: Path) -> Iterator[LiveServer]:
-    from tests.conftest import run_live
-
-    app = create_app(separate_settings)
-    register_toy_base(app, toy_model_dir)
-    yield from run_live(app, separate_settings)
 
 
 def environment(settings: Settings) -> dict[str, str]:
