@@ -10,6 +10,7 @@ from typing import BinaryIO
 
 import anyio
 from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
@@ -117,11 +118,18 @@ async def receive_form(
             state.pending_bytes = 0
             await anyio.to_thread.run_sync(sink.write, chunk)
 
-    async for chunk in request.stream():
-        parser.write(chunk)
-        if state.pending_bytes >= FLUSH_BYTES:
-            await flush()
-    parser.finalize()
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+            if state.pending_bytes >= FLUSH_BYTES:
+                await flush()
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise InvalidRequest(
+            f"The multipart/form-data body is malformed ({exc}); send the form as an HTTP "
+            "client builds it.",
+            param=file_field,
+        ) from None
     await flush()
     await anyio.to_thread.run_sync(sink.flush)
     if form.file_field is None:
