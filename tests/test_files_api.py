@@ -10,7 +10,7 @@ import openai
 import pytest
 from openai.types import FileDeleted, FileObject
 
-from tests.conftest import LiveServer
+from tests.conftest import ADMIN_KEY, LiveServer
 from tests.helpers import chat_example, jsonl, training_file
 from tunesmith.files import sanitize_filename
 
@@ -300,7 +300,8 @@ def test_disconnected_upload_leaves_nothing(live: LiveServer) -> None:
     port = int(live.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(
-            b"POST /v1/files HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer tsk-test-admin-key\r\n"
+            b"POST /v1/files HTTP/1.1\r\nHost: test\r\n"
+            + f"Authorization: Bearer {ADMIN_KEY}\r\n".encode()
             + f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
             + b"Content-Length: 1000000\r\n\r\n"
             + head
