@@ -213,6 +213,12 @@ def api_schema(fuzzed: Fuzzed) -> Any:
         return st.one_of(strategy, st.just(dict.fromkeys(names, REAL)))
 
     @schema.hook
+    def before_generate_body(context: Any, strategy: Any) -> Any:
+        if (context.operation.method.upper(), context.operation.path) not in REAL_MODEL:
+            return strategy
+        return st.one_of(strategy, strategy.map(_naming_real_model))
+
+    @schema.hook
     def before_generate_case(context: Any, strategy: Any) -> Any:
         return st.tuples(strategy, st.sampled_from(ROLES)).map(_with_role)
 
@@ -228,6 +234,42 @@ def _node_id_for_schemathesis(request: pytest.FixtureRequest) -> None:
     has (``nodeid`` is derived from ``_id``): give it the attribute it reads and writes."""
     if not hasattr(request.node, "_nodeid"):
         request.node._nodeid = request.node.nodeid
+
+
+REAL_MODEL = {
+    ("POST", "/v1/chat/completions"): "deployment",
+    ("POST", "/v1/completions"): "deployment",
+    ("POST", "/v1/deployments"): "model",
+}
+"""The bodies whose ``model`` is drawn as generated or as a real object (its seed's name)."""
+
+MAX_TOKENS = 8
+MAX_CHOICES = 2
+"""What an inference case may ask of the toy model at most (larger asks are lowered to these)."""
+
+
+def _naming_real_model(body: Any) -> Any:
+    return {**body, "model": REAL} if isinstance(body, dict) else body
+
+
+def bounded(path: str, body: Any) -> Any:
+    """An inference body that asks at most ``MAX_TOKENS`` tokens of ``MAX_CHOICES`` choices (the
+    fuzzed server runs the toy model on the test's CPUs); other bodies as they are."""
+    if not path.endswith("/completions") or not isinstance(body, dict):
+        return body
+    body = dict(body)
+    for name, most in (("max_tokens", MAX_TOKENS), ("max_completion_tokens", MAX_TOKENS)):
+        if _is_int(body.get(name)) and body[name] > most:
+            body[name] = most
+    if "max_tokens" not in body and "max_completion_tokens" not in body:
+        body["max_tokens"] = MAX_TOKENS
+    if _is_int(body.get("n")) and body["n"] > MAX_CHOICES:
+        body["n"] = MAX_CHOICES
+    return body
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _with_role(pair: tuple[Any, str]) -> Any:
@@ -253,8 +295,11 @@ def test_fuzzed_operations_answer_without_server_errors(case: Any, fuzzed: Fuzze
     path = case.operation.path
     if case.path_parameters and REAL in case.path_parameters.values():
         case.path_parameters = seeds.path_parameters(path)
-    response = case.call(headers={"Authorization": f"Bearer {seeds.key(role)}"})
     method = case.method.upper()
+    if isinstance(case.body, dict) and case.body.get("model") == REAL:
+        case.body = {**case.body, "model": seeds.ids[REAL_MODEL[(method, path)]]}
+    case.body = bounded(path, case.body)
+    response = case.call(headers={"Authorization": f"Bearer {seeds.key(role)}"})
     fuzzed.statuses[f"{method} {path}"].append(response.status_code)
     seeds.consumed(method, path, response.status_code)
     assert response.status_code < 500, f"{method} {path}: {response.status_code} {response.text}"
@@ -302,3 +347,32 @@ def test_every_operation_was_reached_past_404(
         print("\n" + "\n".join(lines))  # noqa: T201 (the figures, on every run)
     unreached = [op for op in operations if op not in reached]
     assert unreached == [], unreached
+
+
+BODILESS = {
+    "POST /v1/projects/{project_id}/archive",
+    "POST /v1/uploads/{upload_id}/cancel",
+    "POST /v1/fine_tuning/jobs/{job_id}/cancel",
+    "POST /v1/fine_tuning/jobs/{job_id}/pause",
+    "POST /v1/fine_tuning/jobs/{job_id}/resume",
+}
+"""The operations that write and take no body."""
+
+
+def test_the_document_declares_every_body_a_route_reads(live: LiveServer) -> None:
+    """Routes that parse their own body (chat, completions, moderations; multipart files and
+    parts) declare it too, so the fuzzer sends them bodies and clients see their fields."""
+    document = live.http().get("/openapi.json").json()
+    undeclared = [
+        f"{method.upper()} {path}"
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if method in ("post", "put", "patch") and "requestBody" not in operation
+    ]
+    assert sorted(undeclared) == sorted(BODILESS)
+    schemas = document["components"]["schemas"]
+    chat = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]
+    ref = chat["content"]["application/json"]["schema"]["$ref"]
+    assert "messages" in schemas[ref.rsplit("/", 1)[1]]["properties"]
+    form = document["paths"]["/v1/files"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert form["schema"]["required"] == ["file", "purpose"]
