@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 
@@ -214,7 +214,8 @@ def api_schema(fuzzed: Fuzzed) -> Any:
 
     @schema.hook
     def before_generate_body(context: Any, strategy: Any) -> Any:
-        if (context.operation.method.upper(), context.operation.path) not in REAL_MODEL:
+        operation = (context.operation.method.upper(), context.operation.path)
+        if operation not in REAL_MODEL:
             return strategy
         return st.one_of(strategy, strategy.map(_naming_real_model))
 
@@ -302,7 +303,13 @@ def test_fuzzed_operations_answer_without_server_errors(case: Any, fuzzed: Fuzze
     response = case.call(headers={"Authorization": f"Bearer {seeds.key(role)}"})
     fuzzed.statuses[f"{method} {path}"].append(response.status_code)
     seeds.consumed(method, path, response.status_code)
-    assert response.status_code < 500, f"{method} {path}: {response.status_code} {response.text}"
+    assert_well_answered(case, response)
+
+
+def assert_well_answered(case: Any, response: Any) -> None:
+    """No server error; an error in the envelope; a success as the document declares it."""
+    where = f"{case.method.upper()} {case.operation.path}"
+    assert response.status_code < 500, f"{where}: {response.status_code} {response.text}"
     if response.status_code >= 400:
         assert_envelope(response)
     else:
@@ -347,6 +354,53 @@ def test_every_operation_was_reached_past_404(
         print("\n" + "\n".join(lines))  # noqa: T201 (the figures, on every run)
     unreached = [op for op in operations if op not in reached]
     assert unreached == [], unreached
+
+
+SERVED_EXAMPLES = 15
+"""Schema-valid requests per inference operation sent to a deployment that serves them."""
+
+
+@pytest.fixture(scope="module")
+def served_deployment(fuzzed: Fuzzed) -> str:
+    """A deployment of the toy base model, its filter off, that the fuzzed cases never name."""
+    with fuzzed.live.http() as http:
+        body = {"name": "served", "model": TOY_BASE, "content_filter": False}
+        return str(ok(http.post("/v1/deployments", json=body))["name"])
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_schema_valid_inference_requests_are_served_by_a_real_deployment(
+    served_deployment: str, api_schema: Any, path: str
+) -> None:
+    """Generated requests seldom name a deployment with a conversation the rules accept, so the
+    sampling fields (``n``, ``stop``, ``seed``, ``tools``, ``response_format``, ...) seldom reach
+    the engine above: here every request the document allows is sent to a deployment of its
+    own (nothing above changes it), with a plain user turn and at most ``MAX_TOKENS`` tokens."""
+    name = served_deployment
+    operation = api_schema[path]["POST"]
+    statuses: list[int] = []
+
+    @given(case=operation.as_strategy(), text=st.text(min_size=1, max_size=40))
+    @settings(
+        max_examples=SERVED_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def served(case: Any, text: str) -> None:
+        body = dict(case.body) if isinstance(case.body, dict) else {}
+        body["model"] = name
+        if path.endswith("/chat/completions"):
+            body["messages"] = [{"role": "user", "content": text}]
+        elif not body.get("prompt"):
+            body["prompt"] = text
+        case.body = bounded(path, body)
+        response = case.call(headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        statuses.append(response.status_code)
+        assert_well_answered(case, response)
+
+    served()
+    assert 200 in statuses, statuses
 
 
 BODILESS = {
