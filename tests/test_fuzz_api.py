@@ -2,12 +2,17 @@
 
 One module-scoped server is seeded with a project, keys of each role, a file, a pending upload, a
 fine-tuned job on the toy model (its model deployed), a webhook endpoint and a victim project
-with a victim key. Every operation's path parameters are drawn either as schemathesis generates
-them or from those real objects (a ``before_generate_path_parameters`` hook), so each operation
-is reached past its 404; an object a successful DELETE, archive or cancel consumes is seeded
-again before the next case. Every response must be no server error, every error must be in
-OpenAI's envelope, and declared response schemas must hold; the last test asserts that every
-operation in the document answered something other than 404 at least once.
+with a victim key. Each case is sent with a key drawn among the roles and the deployment's own
+key; its path parameters are drawn either as schemathesis generates them or as those real
+objects' ids (a ``before_generate_path_parameters`` hook), and an inference or deployment body
+names either a generated model or the real one (``before_generate_body``), so each operation is
+reached past its 404; an object a successful DELETE, archive, cancel or complete consumes is
+seeded again before the next case. Inference bodies ask at most ``MAX_TOKENS`` tokens of
+``MAX_CHOICES`` choices. Every response must be no server error, every error must be in
+OpenAI's envelope, and declared response schemas must hold. Then: every operation in the
+document answered something other than 404 at least once (the figures are printed); schema-valid
+chat and completion requests are served by a deployment of their own; and the document declares
+every body a route reads.
 """
 
 from __future__ import annotations
