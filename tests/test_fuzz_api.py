@@ -249,6 +249,10 @@ REAL_MODEL = {
 }
 """The bodies whose ``model`` is drawn as generated or as a real object (its seed's name)."""
 
+CALL_TIMEOUT = 30
+"""Seconds a case may wait for its answer (generous: a case takes milliseconds; one stalled
+past schemathesis' 10 s once on this loaded machine, see docs/RELIABILITY.md)."""
+
 MAX_TOKENS = 8
 MAX_CHOICES = 2
 """What an inference case may ask of the toy model at most (larger asks are lowered to these)."""
@@ -305,7 +309,9 @@ def test_fuzzed_operations_answer_without_server_errors(case: Any, fuzzed: Fuzze
     if isinstance(case.body, dict) and case.body.get("model") == REAL:
         case.body = {**case.body, "model": seeds.ids[REAL_MODEL[(method, path)]]}
     case.body = bounded(path, case.body)
-    response = case.call(headers={"Authorization": f"Bearer {seeds.key(role)}"})
+    response = case.call(
+        headers={"Authorization": f"Bearer {seeds.key(role)}"}, timeout=CALL_TIMEOUT
+    )
     fuzzed.statuses[f"{method} {path}"].append(response.status_code)
     seeds.consumed(method, path, response.status_code)
     assert_well_answered(case, response)
@@ -400,7 +406,7 @@ def test_schema_valid_inference_requests_are_served_by_a_real_deployment(
         elif not body.get("prompt"):
             body["prompt"] = text
         case.body = bounded(path, body)
-        response = case.call(headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        response = case.call(headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=CALL_TIMEOUT)
         statuses.append(response.status_code)
         assert_well_answered(case, response)
 
