@@ -259,6 +259,25 @@ def test_text_completions_continue_a_prompt(served: LiveServer) -> None:
     assert "".join(c.choices[0].text for c in streamed if c.choices) == completion.choices[0].text
 
 
+def test_an_empty_prompt_is_refused_and_the_deployment_still_answers(
+    jobs_api: LiveServer,
+) -> None:
+    # Found by tests/test_fuzz_api.py: a prompt of no tokens failed the engine's prefill after
+    # admission; the request never got an answer and kept its concurrency slot.
+    deploy(jobs_api, "empty", TOY_BASE, rate_limits={"max_concurrent_requests": 1})
+    filter_off(jobs_api, "empty")
+    with jobs_api.http() as http:
+        for _ in range(2):
+            response = http.post(
+                "/v1/completions", json={"model": "empty", "prompt": "", "max_tokens": 2}
+            )
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert error["param"] == "prompt" and "empty" in error["message"], error
+    completion = jobs_api.client().completions.create(model="empty", prompt="The fox", max_tokens=2)
+    assert completion.choices[0].finish_reason in ("stop", "length")
+
+
 def test_a_limit_crossed_answers_429_with_rate_limit_headers(jobs_api: LiveServer) -> None:
     deploy(jobs_api, "tight", TOY_BASE, rate_limits={"requests_per_minute": 2})
     client = jobs_api.client()

@@ -194,6 +194,28 @@ def test_top_p_near_zero_is_greedy(engine: Engine, toy_model_dir: Path, tokenize
     assert sink.text == greedy
 
 
+@pytest.mark.parametrize("temperature", [5e-324, 1e-45, 1e-8])
+def test_a_tiny_temperature_is_greedy_and_fails_nobody(
+    engine: Engine, toy_model_dir: Path, tokenizer: object, temperature: float
+) -> None:
+    # Found by tests/test_fuzz_api.py: logits divided by a temperature this small overflowed to
+    # inf and NaN, sampling raised, and the failed step failed every request in the batch.
+    source = ModelSource(toy_model_dir)
+    greedy = submit(engine, source, tokenizer).text
+    neighbour = submit(engine, source, tokenizer, max_tokens=48)
+    sink = Collect()
+    params = SamplingParams(max_tokens=16, temperature=temperature, seed=5)
+    engine.submit(
+        source,
+        tokenizer.encode(PROMPT),  # type: ignore[attr-defined]
+        [(params, sink)],
+        tokenizer=tokenizer,
+        stop_ids=frozenset(),
+    )
+    assert sink.text == greedy, sink.reason
+    assert neighbour.text and neighbour.reason in ("stop", "length"), neighbour.reason
+
+
 def test_an_end_of_turn_token_and_a_stop_sequence_end_with_stop(
     engine: Engine, toy_model_dir: Path, tokenizer: object
 ) -> None:

@@ -205,6 +205,31 @@ def test_missing_purpose_and_missing_file(live: LiveServer) -> None:
     assert not_multipart.status_code == 400
 
 
+@pytest.mark.parametrize(
+    "part",
+    [
+        b'Content-Disposition: form-data; name="file"; filename="t.jsonl"\r\nX[bad]: 1\r\n\r\n',
+        b"no header line at all\r\n\r\n",
+    ],
+    ids=["bad-header-name", "bad-header-line"],
+)
+def test_a_malformed_multipart_body_is_refused_and_stores_nothing(
+    live: LiveServer, part: bytes
+) -> None:
+    # Found by tests/test_fuzz_api.py: the multipart parser's error answered 500.
+    boundary = b"tsboundary"
+    body = b"--" + boundary + b"\r\n" + part + training_file() + b"\r\n--" + boundary + b"--\r\n"
+    for path in ("/v1/files", "/v1/files/validate"):
+        response = live.http().post(
+            path,
+            content=body,
+            headers={"Content-Type": "multipart/form-data; boundary=tsboundary"},
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "file"
+    assert stored_blobs(live) == []
+
+
 def test_filenames_are_sanitised(client: openai.OpenAI, live: LiveServer) -> None:
     created = client.files.create(
         file=("../../etc/passwd.jsonl", training_file()), purpose="fine-tune"

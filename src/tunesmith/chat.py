@@ -192,6 +192,12 @@ class Serving:
             _require_task(target, TEXT_GENERATION, "/v1/completions")
             prompt, screened, prompt_param = assets.encode(request.prompt), request.prompt, "prompt"
             plan = tool_use.NO_TOOLS
+        if not prompt:  # the engine's prefill needs a token to continue from
+            raise InvalidRequest(
+                "The prompt is empty: it encodes to no tokens, and the model needs at least "
+                "one to continue from. Send some text.",
+                param=prompt_param,
+            )
         max_tokens = self._max_tokens(request, len(prompt), assets.context_length)
         if request.n > self.engine.max_batch:
             raise InvalidRequest(

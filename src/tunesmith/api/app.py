@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from tunesmith import __version__, housekeeping
+from tunesmith.api import openapi
 from tunesmith.api.azure import AzurePaths
 from tunesmith.api.deps import Runtime
 from tunesmith.api.errors import install_error_handlers
@@ -140,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     apidocs.install(app)
+    openapi.install(app)
     app.state.runtime = runtime
     app.state.generated_admin_key = generated
     install_error_handlers(app)

@@ -189,7 +189,10 @@ async def receive_form(
             )
         if state.pending_bytes >= FLUSH_BYTES:
             await flush()
-    parser.finalize()
+    try:
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise _malformed(str(exc), file_field) from None
     if not state.ended:
         raise InvalidRequest(
             "The form ended before its closing boundary; the body was cut short. Send it again.",

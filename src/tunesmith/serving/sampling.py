@@ -38,7 +38,10 @@ def next_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Ge
     """The next token id from one row's logits ``(vocab,)`` (float32, on any device)."""
     if params.temperature == 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits.float().cpu() / params.temperature, dim=-1)
+    # From the largest logit down, in float64: any positive temperature, however small, gives
+    # finite scores (the largest is 0, a smaller one at worst -inf, never NaN).
+    scores = logits.double().cpu()
+    probs = torch.softmax((scores - scores.max()) / params.temperature, dim=-1)
     if params.top_p < 1.0:
         ordered, order = torch.sort(probs, descending=True)
         before = torch.cumsum(ordered, dim=-1) - ordered

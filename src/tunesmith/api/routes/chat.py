@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from tunesmith.api.body import ChatRoute, LimitedBody, json_object
 from tunesmith.api.deps import ChatCaller, RuntimeDep
+from tunesmith.api.openapi import json_body
 from tunesmith.chat import Call, Serving
 from tunesmith.errors import (
     ServerError,
@@ -54,12 +55,18 @@ azure = APIRouter(prefix="/openai/deployments/{deployment}", tags=["chat"], rout
 R = TypeVar("R", bound=BaseModel)
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion)
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    openapi_extra=json_body(ChatCompletionRequest),
+)
 async def create_chat_completion(body: LimitedBody, caller: ChatCaller, runtime: RuntimeDep) -> Any:
     return await _answer(runtime.serving, caller, _parse(ChatCompletionRequest, json_object(body)))
 
 
-@router.post("/v1/completions", response_model=Completion)
+@router.post(
+    "/v1/completions", response_model=Completion, openapi_extra=json_body(CompletionRequest)
+)
 async def create_completion(body: LimitedBody, caller: ChatCaller, runtime: RuntimeDep) -> Any:
     return await _answer(runtime.serving, caller, _parse(CompletionRequest, json_object(body)))
 

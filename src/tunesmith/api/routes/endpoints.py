@@ -17,9 +17,15 @@ from fastapi import APIRouter, Depends
 from tunesmith import endpoints
 from tunesmith.api.body import ChatRoute, LimitedBody, json_object
 from tunesmith.api.deps import ChatCaller, RuntimeDep
+from tunesmith.api.openapi import json_body
 from tunesmith.api.routes import chat
 from tunesmith.auth import Principal
-from tunesmith.protocol.chat import ChatCompletion, Completion
+from tunesmith.protocol.chat import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+)
 from tunesmith.store.db import transaction
 
 router = APIRouter(
@@ -40,7 +46,11 @@ def endpoint_caller(
 EndpointCaller = Annotated[Principal, Depends(endpoint_caller)]
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion)
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    openapi_extra=json_body(ChatCompletionRequest),
+)
 @router.post("/chat/completions", response_model=ChatCompletion, include_in_schema=False)
 async def endpoint_chat_completion(
     deployment_name: str, caller: EndpointCaller, body: LimitedBody, runtime: RuntimeDep
@@ -48,7 +58,9 @@ async def endpoint_chat_completion(
     return await chat.create_chat_completion(_for(deployment_name, body), caller, runtime)
 
 
-@router.post("/v1/completions", response_model=Completion)
+@router.post(
+    "/v1/completions", response_model=Completion, openapi_extra=json_body(CompletionRequest)
+)
 @router.post("/completions", response_model=Completion, include_in_schema=False)
 async def endpoint_completion(
     deployment_name: str, caller: EndpointCaller, body: LimitedBody, runtime: RuntimeDep

@@ -15,8 +15,14 @@ from tunesmith import files
 from tunesmith.api.body import CappedRoute
 from tunesmith.api.deps import Contributor, FilePageLimit, Reader, RuntimeDep, SessionDep, now
 from tunesmith.api.multipart import ReceivedForm, receive_form
+from tunesmith.api.openapi import multipart_body
 from tunesmith.errors import InvalidRequest
-from tunesmith.protocol.files import FileDeleted, FileObject, FileValidation
+from tunesmith.protocol.files import (
+    UPLOADABLE_PURPOSES,
+    FileDeleted,
+    FileObject,
+    FileValidation,
+)
 from tunesmith.protocol.pages import ListPage
 from tunesmith.settings import Settings
 from tunesmith.store.db import transaction
@@ -48,7 +54,19 @@ async def _receive_file(request: Request, settings: Settings, sink: BinaryIO) ->
         raise InvalidRequest(DISCONNECTED) from None
 
 
-@router.post("", response_model=FileObject)
+@router.post(
+    "",
+    response_model=FileObject,
+    openapi_extra=multipart_body(
+        required=["file", "purpose"],
+        binary=["file"],
+        text={
+            "purpose": "one of " + ", ".join(UPLOADABLE_PURPOSES),
+            "expires_after[anchor]": "created_at",
+            "expires_after[seconds]": "seconds after the anchor",
+        },
+    ),
+)
 async def create_file(request: Request, runtime: RuntimeDep, principal: Contributor) -> FileObject:
     with runtime.blobs.temporary() as (tmp, handle):
         form = await _receive_file(request, runtime.settings, handle)
@@ -83,7 +101,11 @@ async def create_file(request: Request, runtime: RuntimeDep, principal: Contribu
         return await run_in_threadpool(store)
 
 
-@router.post("/validate", response_model=FileValidation)
+@router.post(
+    "/validate",
+    response_model=FileValidation,
+    openapi_extra=multipart_body(required=["file"], binary=["file"], text={}),
+)
 async def validate_file(
     request: Request, runtime: RuntimeDep, _principal: Contributor
 ) -> FileValidation:

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends
 
 from tunesmith.api.body import ChatRoute, LimitedBody
 from tunesmith.api.deps import Reader
-from tunesmith.protocol.moderations import ModerationCreateResponse
+from tunesmith.api.openapi import json_body
+from tunesmith.protocol.moderations import ModerationCreateRequest, ModerationCreateResponse
 from tunesmith.serving import moderation
 from tunesmith.serving.safety import LexiconFilter
 
@@ -27,7 +28,9 @@ def built_in_filter() -> LexiconFilter:
     return LexiconFilter()
 
 
-@router.post("", response_model=ModerationCreateResponse)
+@router.post(
+    "", response_model=ModerationCreateResponse, openapi_extra=json_body(ModerationCreateRequest)
+)
 def create_moderation(
     _principal: Reader,
     body: LimitedBody,

@@ -13,6 +13,7 @@ from tunesmith import files, uploads
 from tunesmith.api.body import CappedRoute
 from tunesmith.api.deps import Contributor, RuntimeDep, SessionDep, now
 from tunesmith.api.multipart import receive_form
+from tunesmith.api.openapi import multipart_body
 from tunesmith.api.routes.files import DISCONNECTED
 from tunesmith.errors import InvalidRequest, PayloadTooLarge
 from tunesmith.protocol.files import CompleteUploadRequest, CreateUploadRequest, Upload, UploadPart
@@ -41,7 +42,11 @@ def create_upload(
     return uploads.upload_to_protocol(row)
 
 
-@router.post("/{upload_id}/parts", response_model=UploadPart)
+@router.post(
+    "/{upload_id}/parts",
+    response_model=UploadPart,
+    openapi_extra=multipart_body(required=["data"], binary=["data"], text={}),
+)
 async def add_part(
     upload_id: str, request: Request, principal: Contributor, runtime: RuntimeDep
 ) -> UploadPart:
