@@ -370,3 +370,25 @@ def test_text_stream_holds_back_stop_prefixes_and_split_characters() -> None:
     assert stream.flush() == ""
     tail = TextStream(_CharTokenizer(pieces), stop=("END",))
     assert [tail.push(1), tail.push(3), tail.flush()] == ["Hello", "", "EN"]
+
+
+def test_a_request_whose_prefill_fails_fails_alone_and_is_told(
+    engine: Engine, toy_model_dir: Path, tokenizer: object
+) -> None:
+    """A prefill that raises (here a token id the model has no embedding for) used to leave
+    its request neither pending nor running: the failed step failed the others, and it was
+    never told, so its client waited for ever holding its concurrency slot."""
+    source = ModelSource(toy_model_dir)
+    running = submit(engine, source, tokenizer, max_tokens=48)
+    broken = Collect()
+    engine.submit(
+        source,
+        [10**6],  # no such token
+        [(SamplingParams(max_tokens=4, temperature=0.0), broken)],
+        tokenizer=tokenizer,
+        stop_ids=frozenset(),
+    )
+    assert broken.done.wait(30), "the request whose prefill failed was never told"
+    assert broken.reason is not None and broken.reason.startswith("failed:")
+    assert running.text and running.reason in ("stop", "length"), running.reason
+    assert submit(engine, source, tokenizer).text  # the engine serves on

@@ -358,20 +358,36 @@ class Engine:
                 continue
             base.last_used = self._clock()
             first_row = len(base.active)
-            adapter = generation.sequences[0].adapter
-            logits = base.decoder.prefill(first_row, generation.prompt, RowAdapters.of([adapter]))
-            for index, sequence in enumerate(generation.sequences):
-                if index:
-                    base.decoder.copy_row(first_row, first_row + index)
-                base.active.append((generation, sequence))
-                base.row_adapters.append(adapter)
-            generation.running = len(generation.sequences)
-            done = [
-                first_row + i
-                for i, sequence in enumerate(generation.sequences)
-                if self._advance(sequence, logits)
-            ]
+            try:
+                done = self._start(base, generation, first_row)
+            except Exception as exc:  # this request's prefill failed: it fails, alone
+                log.exception("prefill failed")
+                while len(base.active) > first_row:  # its rows, if it took any
+                    base.active.pop()
+                    base.row_adapters.pop()
+                with self._lock:
+                    self._unpin(base, generation)
+                for sequence in generation.sequences:
+                    sequence.sink.fail(exc)
+                continue
             self._release(base, done)
+
+    def _start(self, base: _Base, generation: Generation, first_row: int) -> list[int]:
+        """Prefills a request into rows from ``first_row`` and samples each choice's first
+        token; the rows of the choices that finished at once."""
+        adapter = generation.sequences[0].adapter
+        logits = base.decoder.prefill(first_row, generation.prompt, RowAdapters.of([adapter]))
+        for index, sequence in enumerate(generation.sequences):
+            if index:
+                base.decoder.copy_row(first_row, first_row + index)
+            base.active.append((generation, sequence))
+            base.row_adapters.append(adapter)
+        generation.running = len(generation.sequences)
+        return [
+            first_row + i
+            for i, sequence in enumerate(generation.sequences)
+            if self._advance(sequence, logits)
+        ]
 
     def _advance(self, sequence: _Sequence, logits: torch.Tensor) -> bool:
         """Samples one token for a sequence; True when it has finished."""
