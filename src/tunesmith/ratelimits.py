@@ -208,6 +208,9 @@ class RateLimiter:
         waiting = False
         try:
             while True:
+                if waiting and time.monotonic() < deadline and not self._has_room(key, limits):
+                    await asyncio.sleep(WAIT_POLL_SECONDS)  # a read of one count: no refusal built
+                    continue
                 try:
                     return self.reserve(key, limits, now=time.time())
                 except RateLimited as refused:
@@ -226,6 +229,11 @@ class RateLimiter:
                     self._waiting[key] -= 1
                     if not self._waiting[key]:
                         del self._waiting[key]
+
+    def _has_room(self, key: str, limits: RateLimits) -> bool:
+        with self._lock:
+            window = self._windows.get(key)
+            return window is None or window.in_flight < limits.max_concurrent_requests
 
     def _collect(self, now: float) -> None:
         """Drops keys with nothing in their window and nothing in flight, once a minute."""
