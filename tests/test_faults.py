@@ -205,7 +205,10 @@ def test_a_job_process_killed_while_it_writes_a_checkpoint_resumes(
 ) -> None:
     client = jobs_live.client()
     settings = jobs_live.settings
-    job_id = create_job(client, SHORT)
+    # Checkpoints at steps 12, 24, 36 and 48: the one after the first is well before the end,
+    # so the kill meets it however fast the machine (with 24 steps a fast one could finish
+    # the job before the tracer's second fsync came, and nothing was killed).
+    job_id = create_job(client, {"n_epochs": 4, "batch_size": 1})
     pid = job_process(settings, job_id)
     checkpoints = settings.job_dir(job_id) / "checkpoints"
     wait_for_checkpoint(client, job_id)  # the next checkpoint is the one interrupted
