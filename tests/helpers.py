@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def chat_example(i: int, *, system: bool = True) -> dict[str, Any]:
@@ -69,3 +74,11 @@ def wait_for_deployment(http: Any, name: str, *, timeout: float = 120.0) -> dict
         if time.monotonic() > deadline:
             raise AssertionError(f"deployment {name} still creating after {timeout} s")
         time.sleep(0.05)
+
+
+def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Runs ``coroutine`` to its end on an event loop of its own, in a thread of its own: a
+    session fixture (Playwright's sync API) may keep a loop running in the test's thread, where
+    ``asyncio.run`` refuses to start."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -10,10 +10,10 @@ sentences (caught, benign, obfuscated) at the start, in the middle and at the en
 
 from __future__ import annotations
 
-import asyncio
 import random
 from typing import Any, cast
 
+from tests.helpers import run_coroutine
 from tests.test_safety import BENIGN, CAUGHT, OBFUSCATED
 from tunesmith.chat import Call
 from tunesmith.generation import _Choice, _last_boundary, _release
@@ -74,7 +74,7 @@ def streamed(pieces: list[str], content_filter: LexiconFilter) -> tuple[str, boo
             out.append(delta.text)
         return "".join(out)
 
-    text = asyncio.run(run())
+    text = run_coroutine(run())
     return text, call.blocked(0), call.filter_results[0].to_azure()
 
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.helpers import run_coroutine
 from tunesmith.errors import RateLimited
 from tunesmith.ratelimits import RateLimiter, RateLimits, format_duration
 
@@ -272,7 +273,7 @@ def test_a_busy_deployment_admits_waiting_requests_in_turn() -> None:
         admitted.finish(1, now=time.time())
         (await limiter.wait_for_room("dep", rules, wait_seconds=0)).finish(1, now=time.time())
 
-    asyncio.run(scenario())
+    run_coroutine(scenario())
 
 
 def test_a_request_over_another_limit_does_not_wait() -> None:
@@ -281,6 +282,18 @@ def test_a_request_over_another_limit_does_not_wait() -> None:
     limiter.reserve("dep", rules, now=time.time()).finish(1, now=time.time())
     started = time.monotonic()
     with pytest.raises(RateLimited) as refused:
-        asyncio.run(limiter.wait_for_room("dep", rules, wait_seconds=30))
+        run_coroutine(limiter.wait_for_room("dep", rules, wait_seconds=30))
     assert "requests_per_minute is 1" in refused.value.message
     assert time.monotonic() - started < 10  # refused at once, not after its wait
+
+
+def test_a_request_refused_after_its_reservation_is_not_counted() -> None:
+    """A request reserved and then refused before it was served (its prompt too long, or
+    blocked) is withdrawn: neither its slot nor its place in the minute stays taken."""
+    limiter = RateLimiter()
+    rules = limits(rpm=1, concurrent=1)
+    limiter.reserve("dep", rules, now=0.0).withdraw()
+    served = limiter.reserve("dep", rules, now=1.0)  # the minute's one request is still free
+    served.withdraw()
+    served.finish(5, now=2.0)  # after a withdrawal, nothing more happens
+    assert limiter.admit("dep", rules, 3, now=3.0).headers["x-ratelimit-remaining-requests"] == "0"

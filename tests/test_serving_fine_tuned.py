@@ -4,11 +4,10 @@ and a checkpoint serve too; a deployment's weights are loaded before its first r
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from tests.conftest import LiveServer
-from tests.helpers import chat_example, training_file, wait_for_job
+from tests.helpers import chat_example, run_coroutine, training_file, wait_for_job
 from tests.test_chat_api import deploy
 from tests.test_jobs_api import create, upload
 from tunesmith.auth import Principal
@@ -33,7 +32,7 @@ def test_serving_feeds_the_tokens_the_model_was_trained_on(
     )
     first_trained = next(i for i, label in enumerate(tokens.labels) if label != IGNORE)
     serving = jobs_live.app.state.runtime.serving
-    call = asyncio.run(
+    call = run_coroutine(
         serving.open_call(
             Principal("test", "proj_default", "owner"),
             ChatCompletionRequest(model="arith", messages=example[:2], max_tokens=4),

@@ -12,7 +12,6 @@ answers, whole and streamed, validate against OpenAI's published schema.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import openai
 import pytest
 
 from tests.conftest import TOY_BASE, LiveServer, jobs_settings_for, register_toy_base, run_live
-from tests.helpers import jsonl, wait_for_job
+from tests.helpers import jsonl, run_coroutine, wait_for_job
 from tests.openai_schema import OpenAISchema, parse_sse
 from tests.test_chat_api import deploy, filter_off
 from tests.test_examples import unit_of
@@ -407,7 +406,7 @@ def test_a_call_and_its_result_give_the_prompt_tokens_training_gave(
         RESULT,
     ]
     for conversation in (messages, echoed):
-        opened = asyncio.run(
+        opened = run_coroutine(
             serving.open_call(
                 Principal("test", "proj_default", "owner"),
                 ChatCompletionRequest.model_validate({**request, "messages": conversation}),

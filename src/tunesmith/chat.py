@@ -155,8 +155,8 @@ class Serving:
             return await run_in_threadpool(
                 self._admitted, target, owner, request, tools, admission, now
             )
-        except BaseException:
-            admission.finish(0, now=time.time())
+        except BaseException:  # refused (or failed) before it was served: not counted
+            admission.withdraw()
             raise
 
     def _resolve(

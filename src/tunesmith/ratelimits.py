@@ -133,17 +133,30 @@ class Admission:
             window.prune(now)
             problems, wait = _token_refusals(window, self._limits, tokens, now)
             if problems:
-                if entry.counted:
-                    window.entries.remove(entry)
-                    entry.counted = False
-                if not self._done:
-                    self._done = True
-                    window.in_flight -= 1
+                self._withdraw_locked()
                 raise _refused(problems, wait, window, self._limits, now)
             if entry.counted:
                 window.tokens += tokens
             entry.tokens += tokens
             self.headers = window.headers(self._limits, now)
+
+    def withdraw(self) -> None:
+        """Takes a request refused before it was served out of the window, as if it had never
+        been admitted (a refused request is not counted), and frees its slot; after
+        :meth:`finish` it does nothing."""
+        with self._lock:
+            self._withdraw_locked()
+
+    def _withdraw_locked(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._window.in_flight -= 1
+        entry = self._entry
+        if entry.counted:
+            self._window.entries.remove(entry)
+            self._window.tokens -= entry.tokens
+            entry.counted = False
 
     def finish(self, actual_tokens: int, *, now: float) -> None:
         """Frees the slot and replaces the estimate by ``actual_tokens``; later calls do nothing."""
