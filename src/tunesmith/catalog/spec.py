@@ -5,8 +5,9 @@ without loading a deep-learning stack; ``catalog.models`` turns a spec into weig
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from tunesmith.catalog.bundled import BUNDLED_MODEL_ID
 from tunesmith.catalog.families import LLAMA_TARGETS
@@ -44,6 +45,9 @@ class BaseModelSpec:
     full_learning_rate: float
     created_at: int = 0
     """When an operator registered it (Unix seconds); 0 for the built-in bundled model."""
+    config: Mapping[str, Any] | None = None
+    """The model's ``config.json`` as read at registration (``None`` where it was not read):
+    what deployment creation asks :func:`~tunesmith.catalog.families.serving_refusal` about."""
 
 
 BUNDLED: Final = BaseModelSpec(
@@ -54,5 +58,6 @@ BUNDLED: Final = BaseModelSpec(
     lora_target_modules=DEFAULT_LORA_TARGET_MODULES,
     lora_learning_rate=DEFAULT_LORA_LEARNING_RATE,
     full_learning_rate=DEFAULT_FULL_LEARNING_RATE,
+    config={"model_type": "llama", "architectures": ["LlamaForCausalLM"]},
 )
 """The model every installation has: always listed, never removable."""
