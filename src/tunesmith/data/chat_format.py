@@ -274,7 +274,7 @@ class ChatFormat:
         return (
             f"the chat template of {self.name} renders message {i} differently once later "
             f"messages follow{shown}, so its loss mask would be wrong; set weight 0 on this "
-            "message (only later answers are trained), or use a base model whose template "
+            "message (the answers after it still train), or use a base model whose template "
             "renders earlier answers as it renders the last"
         )
 
