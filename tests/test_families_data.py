@@ -381,3 +381,18 @@ def test_what_other_families_accept_validates(
     assert "<start_of_turn>user\nAnswer briefly.\n\nWhat is the capital" in gemma3
     qwen3 = formats["qwen3"].render([*CONVERSATION[:3], THINKING], [False] * 3 + [True])
     assert qwen3.text.endswith("<think>\nFrance, capital.\n</think>\n\nParis.<|im_end|>\n")
+
+
+def test_serving_refuses_what_training_refuses_naming_the_message_and_the_fix(
+    family_dirs: dict[str, Path],
+) -> None:
+    folder = family_dirs["gemma2"]
+    assets = load_assets(ModelSource(folder), folder, "gemma2", known={})
+    with pytest.raises(InvalidRequest) as refused:
+        assets.chat_prompt([SYSTEM[0], SYSTEM[1]], None)
+    assert refused.value.param == "messages[0]"
+    assert "move its text to the start of the first user message" in refused.value.message
+    with pytest.raises(InvalidRequest) as refused:
+        assets.chat_prompt([CONVERSATION[0], CONVERSATION[1], CONVERSATION[1]], None)
+    assert refused.value.param == "messages[2]"
+    assert "merge consecutive messages of one role" in refused.value.message

@@ -163,9 +163,18 @@ class ChatFormat:
     def prompt_text(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
     ) -> str:
-        """The text a model continues to answer ``messages`` (serving), tools as in training."""
-        messages, tools, _ = self._as_template_sees_them(messages, tools)
-        return self._template(messages, tools, prompt=True)
+        """The text a model continues to answer ``messages`` (serving), tools as in training;
+        a conversation the template refuses raises the :class:`TemplateError` training would,
+        naming the message and the fix."""
+        messages, tools, inserted = self._as_template_sees_them(messages, tools)
+        try:
+            return self._template(messages, tools, prompt=True)
+        except TemplateError as exc:
+            error = self._locate_failure(messages, tools, exc)
+            index = error.message_index
+            raise TemplateError(
+                error.message, None if index is None else max(0, index - inserted)
+            ) from None
 
     def _as_template_sees_them(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
@@ -305,6 +314,8 @@ class ChatFormat:
         error: TemplateError,
     ) -> TemplateError:
         """The same error, naming the first message the template cannot render."""
+        if not messages:
+            return error
         index = len(messages) - 1
         for k in range(1, len(messages)):
             try:
