@@ -40,7 +40,8 @@ What each reproduces:
   ``<pad>``; the generation config lists ``<eos>`` and ``<end_of_turn>``. Attention and final
   logit soft-capping, sliding and full attention layers alternating.
 - ``gemma3_text``: gemma-3-1b-it: as Gemma 2, but a system message is folded into the first user
-  turn (its text, a blank line, then the user's). Soft-capping and alternating layers as Gemma 2.
+  turn (its text, a blank line, then the user's). Alternating layers as Gemma 2, and its
+  soft-capping too (the real Gemma 3 has none; kept so both Gemmas exercise the loss's capping).
 """
 
 from __future__ import annotations

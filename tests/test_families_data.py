@@ -244,6 +244,8 @@ def test_the_training_loss_is_masked_cross_entropy(
     )
     with torch.no_grad():
         batches = _pack(examples, config, _pad_id(chat))
+        # packed: examples share a row, kept apart by restarting position ids only
+        assert sum(b.input_ids.shape[0] for b in batches) < len(examples)
         objective = sum(_loss(model, b, torch.device("cpu"))[0] for b in batches)
         loop_loss = float(objective) / sum(b.loss_weight_total for b in batches)
 
