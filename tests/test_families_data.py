@@ -29,11 +29,13 @@ from tunesmith.data.validate import validate_file
 from tunesmith.errors import InvalidRequest
 from tunesmith.serving.assets import load_assets
 from tunesmith.serving.engine import ModelSource
+from tunesmith.settings import Settings
 from tunesmith.store.db import make_engine, make_session_factory, transaction
 from tunesmith.store.migrate import upgrade_to_head
 from tunesmith.training.config import TrainConfig
 from tunesmith.training.loop import _loss, _pack, _pad_id, train
 from tunesmith.training.lora import apply_lora, read_adapter
+from tunesmith.validation import FileValidator
 
 ALL = sorted(FAMILY_SPECS)
 NOW = 1_700_000_000
@@ -347,16 +349,25 @@ def test_what_a_template_refuses_is_a_validation_error_with_the_fix(
     bad: list[dict[str, Any]],
     field: str,
     fix: str,
+    family_dirs: dict[str, Path],
     formats: dict[str, ChatFormat],
     tmp_path: Path,
 ) -> None:
-    path = write_file(tmp_path / "train.jsonl", [GOOD, GOOD, bad, GOOD])
-    report = validate_file(path, formats[family], min_examples=0)
+    path = write_file(tmp_path / "train.jsonl", [GOOD, GOOD, bad, *[GOOD] * 7])
+    # the upload's validator, on an installation that validates with this family's tokenizer
+    validator = FileValidator(
+        Settings(home=tmp_path / "home", validation_model_dir=family_dirs[family])
+    )
+    report = validator(path)
     assert [(e.code, e.line, e.field) for e in report.errors.items] == [
         ("template_render_failed", 3, field)
     ]
     assert fix in report.errors.items[0].message
-    assert field in report.errors.items[0].located()
+    assert report.summary().endswith(report.errors.items[0].located())
+    assert report.summary().startswith(f"1 error(s); first: Line 3, {field}: ")
+    # a job re-checks the file against its base model with the same rules
+    again = validate_file(path, formats[family], min_examples=0)
+    assert again.errors.items == report.errors.items
 
 
 def test_what_other_families_accept_validates(
