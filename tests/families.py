@@ -199,6 +199,7 @@ class FamilySpec:
     """What a family's stand-in is made of."""
 
     model_type: str
+    architecture: str
     config_class: type[PretrainedConfig]
     template: str
     special: tuple[str, ...]
@@ -241,6 +242,7 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
     for spec in (
         FamilySpec(
             "llama",
+            "LlamaForCausalLM",
             LlamaConfig,
             LLAMA3_TEMPLATE,
             (
@@ -259,6 +261,7 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         ),
         FamilySpec(
             "qwen2",
+            "Qwen2ForCausalLM",
             Qwen2Config,
             QWEN25_TEMPLATE,
             _QWEN_SPECIAL,
@@ -270,6 +273,7 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         ),
         FamilySpec(
             "qwen3",
+            "Qwen3ForCausalLM",
             Qwen3Config,
             QWEN3_TEMPLATE,
             _QWEN_SPECIAL,
@@ -282,6 +286,7 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         ),
         FamilySpec(
             "mistral",
+            "MistralForCausalLM",
             MistralConfig,
             MISTRAL_TEMPLATE,
             ("<unk>", "<s>", "</s>", "[INST]", "[/INST]"),
@@ -294,6 +299,7 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         ),
         FamilySpec(
             "phi3",
+            "Phi3ForCausalLM",
             Phi3Config,
             PHI3_TEMPLATE,
             _PHI3_SPECIAL,
@@ -305,6 +311,7 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         ),
         FamilySpec(
             "gemma2",
+            "Gemma2ForCausalLM",
             Gemma2Config,
             GEMMA2_TEMPLATE,
             _GEMMA_SPECIAL,
@@ -317,6 +324,7 @@ FAMILY_SPECS: dict[str, FamilySpec] = {
         ),
         FamilySpec(
             "gemma3_text",
+            "Gemma3ForCausalLM",
             Gemma3TextConfig,
             GEMMA3_TEMPLATE,
             _GEMMA_SPECIAL,
@@ -354,7 +362,7 @@ def build_family_model_dir(path: Path, family: str, *, with_weights: bool = True
         tie_word_embeddings=True,
         **spec.config,
     )
-    config.architectures = [_architecture(spec)]
+    config.architectures = [spec.architecture]
     eos_ids = [int(tokenizer.convert_tokens_to_ids(token)) for token in spec.generation_eos]
     generation = {
         "bos_token_id": tokenizer.bos_token_id,
@@ -394,16 +402,3 @@ def _tokenizer(spec: FamilySpec) -> PreTrainedTokenizerFast:
     )
     fast.chat_template = spec.template
     return fast
-
-
-def _architecture(spec: FamilySpec) -> str:
-    names = {
-        "llama": "LlamaForCausalLM",
-        "qwen2": "Qwen2ForCausalLM",
-        "qwen3": "Qwen3ForCausalLM",
-        "mistral": "MistralForCausalLM",
-        "phi3": "Phi3ForCausalLM",
-        "gemma2": "Gemma2ForCausalLM",
-        "gemma3_text": "Gemma3ForCausalLM",
-    }
-    return names[spec.model_type]
