@@ -21,6 +21,12 @@ from typing import Any, Literal
 
 from tunesmith.catalog.gguf_header import NotGguf, read_metadata
 from tunesmith.catalog.spec import BUNDLED, BUNDLED_SOURCE, CHAT_COMPLETION
+from tunesmith.data.end_of_turn import (
+    answer_tail,
+    end_of_turn_candidates,
+    find_end_of_turn,
+    generation_eos_ids,
+)
 from tunesmith.errors import InvalidRequest
 from tunesmith.private_files import make_private, private_dir
 
@@ -167,8 +173,9 @@ def _load_tokenizer(folder: Path) -> Any:
 
 
 def _check_chat_template(tokenizer: Any, folder: Path) -> None:
-    """The template exists and ends an assistant turn with the tokenizer's eos token, which is
-    the end-of-turn token that training puts inside the loss and serving stops at."""
+    """The template exists and ends an assistant turn with an end-of-turn token (the tokenizer's
+    eos token or one of ``generation_config.json``'s eos ids), which training puts inside the
+    loss and serving stops at."""
     fix = "or register the model with tasks ['text_generation']."
     if not tokenizer.chat_template:
         raise InvalidRequest(
@@ -177,22 +184,25 @@ def _check_chat_template(tokenizer: Any, folder: Path) -> None:
             f"chat_template) to the folder, {fix}",
             param="tasks",
         )
-    answer = "tunesmith-probe-answer"
-    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": answer}]
+    eos_ids = generation_eos_ids(folder)
     try:
-        text = str(tokenizer.apply_chat_template(messages, tokenize=False))
+        tail = answer_tail(tokenizer)
+        found = find_end_of_turn(tokenizer, eos_ids)
     except Exception as exc:  # Jinja raises anything
         raise InvalidRequest(
             f"The chat template in {folder} cannot render a user turn and an assistant turn "
             f"({exc}): fix the template, {fix}",
             param="tasks",
         ) from exc
-    eos = str(tokenizer.eos_token)
-    if answer not in text or eos not in text[text.rindex(answer) + len(answer) :]:
+    if found is None:
+        candidates = ", ".join(repr(t) for t in end_of_turn_candidates(tokenizer, eos_ids))
+        after = "drops the answer" if tail is None else f"writes {tail[:40]!r} after an answer"
         raise InvalidRequest(
-            f"The chat template in {folder} does not end an assistant turn with the tokenizer's "
-            f"eos token {eos!r}, so a model trained on it would not learn to stop: set eos_token "
-            f"in tokenizer_config.json to the template's end-of-turn token, {fix}",
+            f"The chat template in {folder} {after}, with none of the model's end-of-turn "
+            f"candidates ({candidates}: the tokenizer's eos token and generation_config.json's "
+            "eos_token_id) in it, so a model trained on it would not learn to stop: name the "
+            "token the template writes after an answer as eos_token in tokenizer_config.json "
+            f"or add its id to eos_token_id in generation_config.json, {fix}",
             param="tasks",
         )
 

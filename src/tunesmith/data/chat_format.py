@@ -3,9 +3,11 @@
 :meth:`ChatFormat.render` turns messages into the exact text the model is trained on and the
 character spans whose tokens carry loss: each trained assistant turn, from the end of its header
 to the end of its end-of-turn token (inside the mask: a model that never sees its end-of-turn
-token in the loss never learns to stop). Spans come from rendering prefixes of the conversation;
-a template whose prefixes are not prefixes of the whole (prefix-unstable) is refused, because no
-loss mask can be trusted on it.
+token in the loss never learns to stop; :mod:`.end_of_turn` says which token that is). Spans come
+from rendering prefixes of the conversation; a trained turn that renders differently, up to its
+end-of-turn token, once later messages follow (prefix-unstable) is refused, because no loss mask
+can be trusted on it. What a template appends after the last turn only (Phi-3's eos) does not
+count.
 
 Rendering Jinja prefixes costs several template runs per example, so conversations that only
 differ in their text share one *skeleton*: the conversation is rendered once per sequence of roles
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tunesmith.data.end_of_turn import find_end_of_turn, generation_eos_ids
 from tunesmith.data.rules import ChatUnit, TextUnit
 from tunesmith.data.template_check import inserts_content_verbatim
 from tunesmith.data.token_spans import PieceEncoder, Rendered, assistant_token_ranges
@@ -77,16 +80,28 @@ class _Skeleton:
 
 
 class ChatFormat:
-    """A tokenizer with its chat template, end-of-turn token and context length."""
+    """A tokenizer with its chat template, end-of-turn token and context length.
 
-    def __init__(self, tokenizer: Any, *, context_length: int, name: str) -> None:
+    ``eos_ids`` are the model's ``generation_config.json`` eos ids: the end-of-turn token is the
+    one of them, or the tokenizer's eos token, that the template writes after an answer
+    (:func:`~tunesmith.data.end_of_turn.find_end_of_turn`); the eos token when it writes none
+    (registration refuses such a model).
+    """
+
+    def __init__(
+        self, tokenizer: Any, *, context_length: int, name: str, eos_ids: Sequence[int] = ()
+    ) -> None:
         template = tokenizer.chat_template
         if not isinstance(template, str) or not template:
             raise ValueError(f"the tokenizer of {name} has no chat template")
         self.tokenizer = tokenizer
         self.name = name
         self.context_length = context_length
-        self.end_of_turn: str = tokenizer.eos_token
+        try:
+            found = find_end_of_turn(tokenizer, eos_ids)
+        except Exception:  # Jinja raises anything; rendering reports it with the example
+            found = None
+        self.end_of_turn: str = found or tokenizer.eos_token
         self.special_tokens: list[str] = sorted(
             {str(t) for t in tokenizer.all_special_tokens}
             | {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
@@ -106,7 +121,8 @@ class ChatFormat:
 
     @classmethod
     def from_dir(cls, path: Path, name: str | None = None) -> ChatFormat:
-        """Loads a Hugging Face folder's tokenizer; context length from its ``config.json``."""
+        """Loads a Hugging Face folder's tokenizer; context length from its ``config.json``, eos
+        ids from its ``generation_config.json``."""
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -115,6 +131,7 @@ class ChatFormat:
             tokenizer,
             context_length=int(config["max_position_embeddings"]),
             name=name or path.name,
+            eos_ids=generation_eos_ids(path),
         )
 
     # -- rendering -----------------------------------------------------------------------------
@@ -146,9 +163,18 @@ class ChatFormat:
     def prompt_text(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
     ) -> str:
-        """The text a model continues to answer ``messages`` (serving), tools as in training."""
-        messages, tools, _ = self._as_template_sees_them(messages, tools)
-        return self._template(messages, tools, prompt=True)
+        """The text a model continues to answer ``messages`` (serving), tools as in training;
+        a conversation the template refuses raises the :class:`TemplateError` training would,
+        naming the message and the fix."""
+        messages, tools, inserted = self._as_template_sees_them(messages, tools)
+        try:
+            return self._template(messages, tools, prompt=True)
+        except TemplateError as exc:
+            error = self._locate_failure(messages, tools, exc)
+            index = error.message_index
+            raise TemplateError(
+                error.message, None if index is None else max(0, index - inserted)
+            ) from None
 
     def _as_template_sees_them(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
@@ -236,17 +262,30 @@ class ChatFormat:
                 continue
             header = self._header(messages, i, tools)
             turn = self._template(messages[: i + 1], tools, prompt=False)
-            if not (whole.startswith(turn) and turn.startswith(header)):
-                raise TemplateError(
-                    f"the chat template of {self.name} renders message {i} differently once "
-                    "later messages follow (it is not prefix-stable), so its loss mask would "
-                    "be wrong; set weight 0 on this message or use a base model whose template "
-                    "is prefix-stable",
-                    i,
-                )
-            end = turn.rfind(self.end_of_turn, len(header))
-            spans.append((len(header), end + len(self.end_of_turn) if end >= 0 else len(turn)))
+            end = turn.find(self.end_of_turn, len(header)) if turn.startswith(header) else -1
+            span = (len(header), end + len(self.end_of_turn) if end >= 0 else len(turn))
+            # what follows the turn's end (Phi-3's eos after the last message) may change
+            if not (turn.startswith(header) and whole.startswith(turn[: span[1]])):
+                raise TemplateError(self._unstable(i, turn[: span[1]], whole), i)
+            spans.append(span)
         return Rendered(whole, tuple(spans))
+
+    def _unstable(self, i: int, turn: str, whole: str) -> str:
+        """Why message ``i``'s loss mask cannot be trusted: the template renders it differently
+        once later messages follow (Qwen3 drops the think block of earlier answers)."""
+        at = next((k for k, (a, b) in enumerate(zip(turn, whole, strict=False)) if a != b), None)
+        shown = ""
+        if at is not None:
+            shown = (
+                f" (as the last message it reads {turn[at : at + 24]!r} where the whole "
+                f"conversation has {whole[at : at + 24]!r})"
+            )
+        return (
+            f"the chat template of {self.name} renders message {i} differently once later "
+            f"messages follow{shown}, so its loss mask would be wrong; set weight 0 on this "
+            "message (the answers after it still train), or use a base model whose template "
+            "renders earlier answers as it renders the last"
+        )
 
     def _header(
         self, messages: list[dict[str, Any]], i: int, tools: list[dict[str, Any]] | None
@@ -275,6 +314,8 @@ class ChatFormat:
         error: TemplateError,
     ) -> TemplateError:
         """The same error, naming the first message the template cannot render."""
+        if not messages:
+            return error
         index = len(messages) - 1
         for k in range(1, len(messages)):
             try:
@@ -284,9 +325,8 @@ class ChatFormat:
                 break
         role = messages[index].get("role")
         return TemplateError(
-            f"{error.message}. The template fails on message {index} ({role}); give it the "
-            "fields this model's template expects (such as text content), or choose a base model "
-            "whose template supports them",
+            f"{error.message}. The template fails on message {index} ({role}); "
+            f"{_fix_for(messages, index)}",
             index,
         )
 
@@ -348,3 +388,28 @@ class ChatFormat:
             encodings = self.encode_batch([r.text for r in batch])
             return [self.count_tokens(e, r) for e, r in zip(encodings, batch, strict=True)]
         return self._pieces.token_counts(batch)
+
+
+def _fix_for(messages: list[dict[str, Any]], index: int) -> str:
+    """What to change when the template refuses message ``index``, from the roles around it:
+    the rules real templates enforce (Gemma 2 and Mistral refuse a system message, both need
+    user and assistant turns to alternate from a user turn)."""
+    role = messages[index].get("role")
+    if role == "system":
+        return (
+            "this model's template does not accept a system message here: remove it, or move its "
+            "text to the start of the first user message"
+        )
+    turns = [m.get("role") for m in messages[: index + 1] if m.get("role") != "system"]
+    if role in ("user", "assistant") and (
+        turns[0] != "user" or (len(turns) > 1 and turns[-1] == turns[-2])
+    ):
+        return (
+            "this model's template needs user and assistant messages to alternate, starting "
+            "with a user message: merge consecutive messages of one role into one, or remove "
+            "the extra message"
+        )
+    return (
+        "give it the fields this model's template expects (such as text content), or use a "
+        "base model whose template supports them"
+    )

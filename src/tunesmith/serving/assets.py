@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.data.chat_format import ChatFormat, TemplateError
+from tunesmith.data.end_of_turn import generation_eos_ids
 from tunesmith.errors import InvalidRequest
 from tunesmith.serving.engine import ModelSource
 
@@ -94,6 +95,7 @@ def load_assets(
     context = int(manifest.get("context_length") or config["max_position_embeddings"])
     context = min(context, int(config["max_position_embeddings"]))
     generation = _read_json(source.weights / "generation_config.json").get("eos_token_id")
+    eos_ids = generation_eos_ids(source.weights)  # the end-of-turn token is among them
     fingerprint = _fingerprint(folder, f"{context}\0{manifest.get('end_of_turn')}\0{generation}")
     twin = known.get(fingerprint)
     if twin is not None:
@@ -105,7 +107,7 @@ def load_assets(
     stops.update(generation if isinstance(generation, list) else [generation])
     chat = None
     if tokenizer.chat_template:
-        chat = ChatFormat(tokenizer, context_length=context, name=name)
+        chat = ChatFormat(tokenizer, context_length=context, name=name, eos_ids=eos_ids)
     assets = ModelAssets(
         source=source,
         tokenizer=tokenizer,
