@@ -90,15 +90,17 @@ def load_causal_lm(
     *,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    attention: str = "sdpa",
 ) -> transformers.PreTrainedModel:
-    """The model in ``folder`` (from :func:`materialize`) with PyTorch's fused SDPA attention.
+    """The model in ``folder`` (from :func:`materialize`) with PyTorch's fused SDPA attention
+    (``attention`` names another of transformers' implementations, e.g. ``"eager"``).
 
     Tied weights stay tied (SmolLM2's ``lm_head`` is its ``embed_tokens``); the model is left in
     whatever train/eval mode transformers gives it (eval), for the caller to choose.
     """
     with exclusive_load():
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=dtype, attn_implementation="sdpa"
+            str(folder), dtype=dtype, attn_implementation=attention
         )
     # In place, as for any nn.Module; transformers' wrapper around ``to`` hides its signature.
     model.to(device)  # type: ignore[arg-type]
