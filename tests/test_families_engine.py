@@ -15,7 +15,9 @@ the implementation the windows and softcaps are defined by.
 
 from __future__ import annotations
 
+import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +29,15 @@ import torch
 import transformers
 from peft import PeftModel
 
+from tests.conftest import LiveServer
+from tunesmith.catalog.base_models import register_base_model
 from tunesmith.catalog.families import FAMILIES, suggested_lora_targets
 from tunesmith.catalog.models import load_causal_lm
 from tunesmith.serving.adapters import Adapter, RowAdapters, load_adapter
 from tunesmith.serving.engine import Engine, ModelSource
 from tunesmith.serving.forward import Decoder
 from tunesmith.serving.sampling import SamplingParams
+from tunesmith.store.db import transaction
 from tunesmith.training.lora import apply_lora, lora_layers, save_adapter
 
 WINDOW = 8
@@ -292,3 +297,56 @@ def _engine_tokens(engine: Engine, source: ModelSource) -> list[int]:
     )
     assert sink.done.wait(30) and sink.reason == "length", sink.reason
     return [int(word[1:]) for word in "".join(sink.parts).split()]
+
+
+# -- what cannot be served ---------------------------------------------------------------------
+
+
+def gpt2_folder(toy_model_dir: Path, folder: Path) -> Path:
+    """A tiny GPT-2 (a family the engine does not run) with the toy's tokenizer and template,
+    so registration accepts it."""
+    shutil.copytree(
+        toy_model_dir, folder, ignore=shutil.ignore_patterns("*.safetensors", "config.json")
+    )
+    vocab = transformers.AutoTokenizer.from_pretrained(str(toy_model_dir)).vocab_size
+    config = transformers.GPT2Config(vocab_size=vocab + 8, n_embd=32, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_model_of_another_family_is_refused_at_deployment_creation_with_the_reason(
+    jobs_api: LiveServer, toy_model_dir: Path, tmp_path: Path
+) -> None:
+    folder = gpt2_folder(toy_model_dir, tmp_path / "gpt2")
+    with transaction(jobs_api.app.state.runtime.sessions) as session:
+        register_base_model(
+            session,
+            model_id="tiny-gpt2",
+            source=str(folder),
+            lora_target_modules=["c_attn"],
+            context_length=128,
+            cache_dir=jobs_api.settings.model_cache_dir(),
+            now=int(time.time()),
+        )
+    http = jobs_api.http()
+    response = http.post("/v1/deployments", json={"name": "g", "model": "tiny-gpt2"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("model", "model_not_servable")
+    assert "'gpt2'" in error["message"] and "Gemma 2" in error["message"]
+    assert http.get("/v1/deployments/g").status_code == 404  # nothing was created
+    # the engine refuses it too, with the same reason
+    model = load_causal_lm(folder, attention="eager")
+    with pytest.raises(ValueError, match="does not run 'gpt2' models"):
+        Decoder(model, rows=1)
+
+
+def test_the_engine_refuses_what_serving_refusal_refuses() -> None:
+    """One rule: an unknown RoPE scaling is refused at load, naming it (transformers would run
+    it, the engine's attention would not know what it does)."""
+    config = CONFIGS["llama"]()
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    model.config.rope_parameters = {"rope_type": "mystery", "rope_theta": 10000.0}
+    with pytest.raises(ValueError, match="RoPE scaling 'mystery'"):
+        Decoder(model, rows=1)
