@@ -350,3 +350,14 @@ def test_the_engine_refuses_what_serving_refusal_refuses() -> None:
     model.config.rope_parameters = {"rope_type": "mystery", "rope_theta": 10000.0}
     with pytest.raises(ValueError, match="RoPE scaling 'mystery'"):
         Decoder(model, rows=1)
+
+
+def test_an_adapter_for_another_family_is_refused_by_name(tmp_path: Path) -> None:
+    """A Llama adapter (``q_proj``, ``gate_proj``…) on Phi-3 (``qkv_proj``, ``gate_up_proj``)
+    would otherwise adapt almost nothing."""
+    llama, phi3 = build("llama", tmp_path), build("phi3", tmp_path)
+    decoder = Decoder(load_causal_lm(phi3.folder, attention="eager"), rows=1)
+    adapter = load_adapter("llama", llama.adapter_folder, dtype=torch.float32, device="cpu")
+    with pytest.raises(ValueError, match="is not a projection of this phi3 model") as refused:
+        decoder.check_adapter(adapter)
+    assert "(it has down_proj, gate_up_proj, o_proj, qkv_proj in 3 layers)" in str(refused.value)
