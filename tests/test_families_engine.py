@@ -31,7 +31,7 @@ from peft import PeftModel
 
 from tests.conftest import LiveServer
 from tunesmith.catalog.base_models import register_base_model
-from tunesmith.catalog.families import FAMILIES, suggested_lora_targets
+from tunesmith.catalog.families import FAMILIES, serving_refusal, suggested_lora_targets
 from tunesmith.catalog.models import load_causal_lm
 from tunesmith.serving.adapters import Adapter, RowAdapters, load_adapter
 from tunesmith.serving.engine import Engine, ModelSource
@@ -361,3 +361,37 @@ def test_an_adapter_for_another_family_is_refused_by_name(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="is not a projection of this phi3 model") as refused:
         decoder.check_adapter(adapter)
     assert "(it has down_proj, gate_up_proj, o_proj, qkv_proj in 3 layers)" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "refused"),
+    [
+        # config.json as the Hub ships them: RoPE under ``rope_scaling``, ``type`` or ``rope_type``
+        ({"model_type": "phi3", "rope_scaling": {"type": "longrope"}}, None),
+        ({"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 32.0}}, None),
+        ({"model_type": "qwen2", "rope_scaling": None, "use_sliding_window": True}, None),
+        ({"model_type": "llama", "rope_scaling": {"type": "mystery"}}, "RoPE scaling 'mystery'"),
+        # transformers 5's ``rope_parameters``, per layer type for Gemma 3
+        (
+            {
+                "model_type": "gemma3_text",
+                "rope_parameters": {
+                    "sliding_attention": {"rope_type": "default"},
+                    "full_attention": {"rope_type": "mystery"},
+                },
+            },
+            "RoPE scaling 'mystery'",
+        ),
+        (
+            {"model_type": "gemma3_text", "use_bidirectional_attention": True},
+            "attends bidirectionally",
+        ),
+        ({"model_type": "gemma3"}, "vision tower"),
+        ({"model_type": "gpt2"}, "does not run 'gpt2' models"),
+    ],
+)
+def test_serving_refusal_reads_config_files_in_their_several_forms(
+    config: dict[str, Any], refused: str | None
+) -> None:
+    reason = serving_refusal(config)
+    assert reason is None if refused is None else refused in (reason or "")
