@@ -153,6 +153,12 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     return build(str(request.param), tmp_path_factory.mktemp("families"))
 
 
+@pytest.fixture(scope="module")
+def references(served: Served) -> tuple[Any, Any]:
+    """transformers' base model, and the base with the adapter merged by PEFT."""
+    return reference(served, adapter=False), reference(served, adapter=True)
+
+
 def reference(served: Served, *, adapter: bool) -> Any:
     model = transformers.AutoModelForCausalLM.from_pretrained(
         str(served.folder), attn_implementation="eager"
@@ -211,7 +217,7 @@ def serve(decoder: Decoder, requests: list[Request]) -> None:
 
 
 def test_batched_rows_equal_hugging_face_greedy_with_and_without_the_adapter(
-    served: Served,
+    served: Served, references: tuple[Any, Any]
 ) -> None:
     model = load_causal_lm(served.folder, attention="eager")
     decoder = Decoder(model, rows=4)
@@ -224,7 +230,7 @@ def test_batched_rows_equal_hugging_face_greedy_with_and_without_the_adapter(
         Request(PROMPTS[0], None, joins_at=5, tokens=NEW_TOKENS, out=[]),
     ]
     serve(decoder, requests)
-    base, merged = reference(served, adapter=False), reference(served, adapter=True)
+    base, merged = references
     for request in requests:
         expected = hf_greedy(merged if request.adapter else base, request.prompt, request.tokens)
         assert request.out == expected, (served.model_type, request.prompt[:3], request.adapter)
@@ -232,12 +238,12 @@ def test_batched_rows_equal_hugging_face_greedy_with_and_without_the_adapter(
     assert requests[0].out != requests[3].out
 
 
-def test_the_logits_are_the_models_own(served: Served) -> None:
+def test_the_logits_are_the_models_own(served: Served, references: tuple[Any, Any]) -> None:
     """The prefill's next-token logits, and a decode step's, equal transformers' forward pass —
     final logit softcapping included, which greedy decoding alone cannot see."""
     model = load_causal_lm(served.folder, attention="eager")
     decoder = Decoder(model, rows=1)
-    base = reference(served, adapter=False)
+    base = references[0]
     prompt = PROMPTS[2]
     with torch.no_grad():
         expected = base(torch.tensor([[*prompt, 17]])).logits[0].float()
@@ -247,7 +253,9 @@ def test_the_logits_are_the_models_own(served: Served) -> None:
     assert torch.allclose(decoder.decode([17], RowAdapters.of([None]))[0], expected[-1], atol=1e-4)
 
 
-def test_the_engine_serves_the_family_with_its_adapter(served: Served) -> None:
+def test_the_engine_serves_the_family_with_its_adapter(
+    served: Served, references: tuple[Any, Any]
+) -> None:
     """The engine itself (loading the model and the adapter as serving does) answers as
     transformers does."""
     engine = Engine(max_batch=4, max_adapters=2)
@@ -256,7 +264,7 @@ def test_the_engine_serves_the_family_with_its_adapter(served: Served) -> None:
         out = _engine_tokens(engine, ModelSource(served.folder, served.adapter_folder))
     finally:
         engine.stop()
-    assert out == hf_greedy(reference(served, adapter=True), PROMPTS[0], 8)
+    assert out == hf_greedy(references[1], PROMPTS[0], 8)
 
 
 def test_every_family_is_covered() -> None:
