@@ -70,8 +70,17 @@ def suggested_lora_targets(model_type: str | None) -> tuple[str, ...]:
     return family.lora_target_modules if family is not None else LLAMA_TARGETS
 
 
+SERVED_ROPE_TYPES: Final = ("default", "linear", "dynamic", "yarn", "longrope", "llama3")
+"""RoPE scalings the engine runs (through the model's own rotary embedding): plain, Llama 3.x's,
+YaRN, Phi-3.5's longrope, linear and dynamic NTK."""
+
+
 def serving_refusal(config: Mapping[str, Any]) -> str | None:
-    """Why the serving engine cannot run the model with this ``config.json``, or ``None``."""
+    """Why the serving engine cannot run the model with this ``config.json``, or ``None``.
+
+    Reads the raw file as registration stores it and the config transformers loads
+    (``PretrainedConfig.to_dict()``) alike: RoPE settings under ``rope_scaling`` (older files)
+    or ``rope_parameters``, flat or per layer type (Gemma 3)."""
     model_type = config.get("model_type")
     if model_type == "gemma3":
         return (
@@ -84,4 +93,31 @@ def serving_refusal(config: Mapping[str, Any]) -> str | None:
             f"The serving engine does not run {model_type!r} models; it serves {served}. "
             "The model can still be fine-tuned, and its weights exported."
         )
+    unknown = sorted(kind for kind in _rope_types(config) if kind not in SERVED_ROPE_TYPES)
+    if unknown:
+        return (
+            f"The serving engine does not implement the RoPE scaling {unknown[0]!r} of this model "
+            f"(it runs {', '.join(SERVED_ROPE_TYPES)}). The model can still be fine-tuned, and "
+            "its weights exported."
+        )
+    if config.get("use_bidirectional_attention"):
+        return (
+            "This model attends bidirectionally (an embedding model such as EmbeddingGemma), "
+            "not causally: it does not generate text, so it cannot be deployed for chat."
+        )
     return None
+
+
+def _rope_types(config: Mapping[str, Any]) -> set[str]:
+    """The RoPE types a config names, wherever it names them."""
+    kinds: set[str] = set()
+    for key in ("rope_scaling", "rope_parameters"):
+        value = config.get(key)
+        if not isinstance(value, Mapping):
+            continue
+        nested = [v for v in value.values() if isinstance(v, Mapping)]
+        for entry in nested or [value]:
+            kind = entry.get("rope_type", entry.get("type"))
+            if isinstance(kind, str):
+                kinds.add(kind)
+    return kinds

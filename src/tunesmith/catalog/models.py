@@ -90,17 +90,22 @@ def load_causal_lm(
     *,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    attention: str | None = None,
 ) -> transformers.PreTrainedModel:
     """The model in ``folder`` (from :func:`materialize`) with PyTorch's fused SDPA attention
     where its architecture supports it, and transformers' own attention where it does not
-    (Gemma 2, whose attention logits are soft-capped).
+    (Gemma 2, whose attention logits are soft-capped); ``attention`` names one of
+    transformers' implementations instead (the serving engine, which computes attention
+    itself, asks for ``"eager"``).
 
     Tied weights stay tied (SmolLM2's ``lm_head`` is its ``embed_tokens``); the model is left in
     whatever train/eval mode transformers gives it (eval), for the caller to choose.
     """
     with exclusive_load():
-        # transformers' default attention: SDPA wherever the architecture supports it
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+        # None: transformers' default, SDPA wherever the architecture supports it
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=dtype, attn_implementation=attention
+        )
     # In place, as for any nn.Module; transformers' wrapper around ``to`` hides its signature.
     model.to(device)  # type: ignore[arg-type]
     return model

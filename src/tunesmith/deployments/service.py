@@ -18,13 +18,18 @@ checkpoint is only made once the job that wrote it has ended (a running job prun
 
 from __future__ import annotations
 
-from typing import Literal, cast
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tunesmith import usage
+from tunesmith.catalog.families import serving_refusal
+from tunesmith.catalog.spec import BaseModelSpec
 from tunesmith.deployments.events import add_event
 from tunesmith.deployments.keys import new_key, seal
 from tunesmith.deployments.status import error_of
@@ -97,6 +102,12 @@ def create_deployment(
     check_name(name, "name")
     resolved = resolve_model(session, project_id, model, param="model")
     model_id = resolved.row.id if resolved.row is not None else resolved.base.id
+    config = _known_config(resolved.base)
+    refusal = serving_refusal(config) if config is not None else None
+    if refusal is not None:
+        raise InvalidRequest(
+            f"{model_id} cannot be deployed: {refusal}", param="model", code="model_not_servable"
+        )
     if resolved.row is not None and resolved.row.checkpoint_step is not None:
         job = session.get(JobRow, resolved.row.job_id)
         if job is not None and job.status in ACTIVE:
@@ -265,6 +276,22 @@ def remove_idle(session: Session, *, now: int, idle_seconds: float) -> list[str]
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _known_config(base: BaseModelSpec) -> Mapping[str, Any] | None:
+    """The base's ``config.json``: as read at registration, else from its local folder; ``None``
+    where neither is known (a GGUF, a hub model registered before configs were kept), and the
+    engine then refuses at load what it cannot run."""
+    if base.config is not None:
+        return base.config
+    path = Path(base.source) / "config.json"
+    if not Path(base.source).is_absolute() or not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def _check_unambiguous(session: Session, project_id: str, name: str, model_id: str) -> None:

@@ -18,7 +18,10 @@ import torch
 
 from tunesmith.training.lora import read_adapter
 
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+PROJECTIONS = (
+    *("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    *("qkv_proj", "gate_up_proj"),  # Phi-3's fused ones: the update is added before the split
+)
 _KEY = re.compile(
     r"^base_model\.model\.model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])\.weight$"
 )
@@ -43,8 +46,11 @@ class Adapter:
 def load_adapter(
     key: str, folder: Path, *, dtype: torch.dtype, device: torch.device | str
 ) -> Adapter:
-    """Reads a PEFT adapter folder. Only Llama-style projection names are understood; anything
-    else (``modules_to_save``, an embedding adapter) is refused by name rather than ignored."""
+    """Reads a PEFT adapter folder. Only the attention and MLP projections of the served families
+    are understood (Llama's names, which Qwen, Mistral and Gemma share, and Phi-3's fused
+    ``qkv_proj`` and ``gate_up_proj``); anything else (``modules_to_save``, an embedding adapter)
+    is refused by name rather than ignored. Whether they fit a model is
+    ``Decoder.check_adapter``'s to say."""
     config, weights = read_adapter(folder)
     rank = int(config["r"])
     scale = float(config["lora_alpha"]) / rank
@@ -56,7 +62,10 @@ def load_adapter(
     for name, tensor in weights.items():
         match = _KEY.match(name)
         if match is None or match.group(2) not in PROJECTIONS:
-            raise ValueError(f"adapter {key}: weight {name!r} is not a Llama projection's LoRA")
+            raise ValueError(
+                f"adapter {key}: weight {name!r} is not the LoRA of an attention or MLP "
+                f"projection ({', '.join(PROJECTIONS)})"
+            )
         slot = (int(match.group(1)), match.group(2))
         halves.setdefault(slot, {})[match.group(3)] = tensor
     pairs: dict[Slot, tuple[torch.Tensor, torch.Tensor]] = {}

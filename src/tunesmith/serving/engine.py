@@ -276,6 +276,7 @@ class Engine:
                 base.adapters.move_to_end(key)
                 return adapter
         adapter = self._load_adapter(key, source.adapter)
+        base.decoder.check_adapter(adapter)
         with self._lock:
             base.adapters[key] = adapter
             self._evict(base)
@@ -284,7 +285,9 @@ class Engine:
     def _load_model(self, folder: Path) -> Any:
         from tunesmith.catalog.models import load_causal_lm
 
-        model = load_causal_lm(folder, dtype=self.dtype, device=self.device)
+        # The decoder attends by itself (``attention.py``) and never calls the model's attention:
+        # eager is the implementation every family loads with (Gemma 2 refuses SDPA).
+        model = load_causal_lm(folder, dtype=self.dtype, device=self.device, attention="eager")
         model.eval()  # type: ignore[no-untyped-call]
         return model
 

@@ -1,9 +1,10 @@
-"""The decoder written out for serving: a Llama-style model over a slotted KV cache.
+"""The decoder written out for serving: a causal LM of a served family over a slotted KV cache.
 
 Hugging Face's forward is built for one batch from start to end; continuous batching needs rows
 that join and leave between steps, each at its own position. :class:`Decoder` keeps the model's
 own modules (embeddings, norms, projections, rotary embedding, so the arithmetic is the model's)
-and writes the loop around them:
+and writes the loop around them; where the families differ is :mod:`.architecture` (decided
+once at load) and how a layer attends is :mod:`.attention`:
 
 * :meth:`Decoder.prefill` runs one prompt through the model with causal attention and stores its
   keys and values in a free cache row;
@@ -11,11 +12,13 @@ and writes the loop around them:
   position, attending to its own cached prefix (a boolean mask hides the rest).
 
 Active rows are kept dense (``0 .. n-1``): when a row finishes, the last row moves into its place
-(:meth:`Decoder.move`), so a step reads the cache as a slice, never as a gather. Every projection
-goes through :meth:`Decoder._project`, where each row's LoRA update is added.
+(:meth:`Decoder.move`), so a step reads the cache as a slice, never as a gather; a sliding-window
+layer keeps every position too and masks those out of its window. Every projection adds each
+row's LoRA update (``Architecture``'s ``_project``).
 
-Llama, Mistral and Qwen2 share this layout (SmolLM2 is a Llama); other architectures are refused
-when loaded, by name.
+The families are those of ``catalog.families``; a model that
+:func:`~tunesmith.catalog.families.serving_refusal` refuses is refused here when loaded, with
+the same reason deployment creation gives.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from tunesmith.serving.adapters import RowAdapters, Slot
+from tunesmith.catalog.families import serving_refusal
+from tunesmith.serving.adapters import Adapter, RowAdapters
+from tunesmith.serving.architecture import Architecture
+from tunesmith.serving.attention import attend, decode_masks, prefill_masks
 
-SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
 _GROWTH = 256  # cache positions are allocated in steps of this many
 
 
@@ -36,20 +40,15 @@ class Decoder:
 
     def __init__(self, model: Any, *, rows: int) -> None:
         config = model.config
-        if config.model_type not in SUPPORTED_ARCHITECTURES:
-            raise ValueError(
-                f"serving supports the {', '.join(SUPPORTED_ARCHITECTURES)} architectures; this "
-                f"model is {config.model_type!r}"
-            )
-        if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
-            raise ValueError("serving does not implement sliding-window attention")
+        refusal = serving_refusal(config.to_dict())
+        if refusal is not None:
+            raise ValueError(refusal)
         self.model = model
+        self.architecture = Architecture(model)
         self.layers = model.model.layers
-        self.heads = int(config.num_attention_heads)
-        self.kv_heads = int(config.num_key_value_heads)
-        self.head_dim = int(
-            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        )
+        self.kv_heads = self.architecture.kv_heads
+        self.head_dim = self.architecture.head_dim
+        self._projections = self.architecture.projections()
         self.context_length = int(config.max_position_embeddings)
         self.rows = rows
         weight = model.model.embed_tokens.weight
@@ -57,6 +56,10 @@ class Decoder:
         self.device: torch.device = weight.device
         self.lengths = [0] * rows
         """Tokens cached per row."""
+        self._history: list[list[int]] | None = (
+            None if self.architecture.recompute_at is None else [[] for _ in range(rows)]
+        )
+        """Each row's tokens, kept only for a model whose rows may be recomputed."""
         self._keys: torch.Tensor | None = None  # (layers, rows, kv_heads, capacity, head_dim)
         self._values: torch.Tensor | None = None
 
@@ -79,6 +82,8 @@ class Decoder:
         """Frees the KV cache (when no row is active); it is allocated again on demand."""
         self._keys = self._values = None
         self.lengths = [0] * self.rows
+        if self._history is not None:
+            self._history = [[] for _ in range(self.rows)]
 
     def _reserve(self, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A cache with room for ``positions`` per row, grown (copied) in steps of 256."""
@@ -104,6 +109,8 @@ class Decoder:
             self._values[:, target, :, :length] = self._values[:, source, :, :length]
         self.lengths[target] = length
         self.lengths[source] = 0
+        if self._history is not None:
+            self._history[target], self._history[source] = self._history[source], []
 
     @torch.inference_mode()
     def copy_row(self, source: int, target: int) -> None:
@@ -113,30 +120,37 @@ class Decoder:
         keys[:, target, :, :length] = keys[:, source, :, :length]
         values[:, target, :, :length] = values[:, source, :, :length]
         self.lengths[target] = length
+        if self._history is not None:
+            self._history[target] = list(self._history[source])
 
     # -- the forward passes --------------------------------------------------------------------
 
     @torch.inference_mode()
     def prefill(self, row: int, token_ids: list[int], adapters: RowAdapters) -> torch.Tensor:
         """Caches the prompt in ``row``; returns the logits of its last position, ``(vocab,)``."""
+        arch = self.architecture
         n = len(token_ids)
         keys, values = self._reserve(n)
         ids = torch.tensor([token_ids], device=self.device)
         positions = torch.arange(n, device=self.device).unsqueeze(0)
-        hidden = self.model.model.embed_tokens(ids)
-        cos, sin = self.model.model.rotary_emb(hidden, positions)
-        for index, layer in enumerate(self.layers):
-            q, k, v = self._qkv(index, layer, hidden, cos, sin, adapters)
-            keys[index, row, :, :n] = k[0]
-            values[index, row, :, :n] = v[0]
-            attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-            hidden = self._rest(index, layer, hidden, attended, adapters)
+        hidden = arch.embed(ids)
+        rotary = arch.rotary(hidden, positions)
+        masks = prefill_masks(n, arch.windows, self.device)
+        for layer in arch.layers:
+            q, k, v = arch.qkv(layer, hidden, rotary[layer.rope], adapters)
+            keys[layer.index, row, :, :n] = k[0]
+            values[layer.index, row, :, :n] = v[0]
+            attended = attend(layer, q, k, v, masks[layer.window])
+            hidden = arch.rest(layer, hidden, attended, adapters)
         self.lengths[row] = n
-        return self._logits(hidden[:, -1:])[0, 0]
+        if self._history is not None:
+            self._history[row] = list(token_ids)
+        return arch.logits(hidden[:, -1:])[0, 0]
 
     @torch.inference_mode()
     def decode(self, token_ids: list[int], adapters: RowAdapters) -> torch.Tensor:
         """One step for rows ``0 .. len(token_ids)-1``; returns their next-token logits."""
+        arch = self.architecture
         rows = len(token_ids)
         lengths = self.lengths[:rows]
         span = max(lengths) + 1
@@ -144,86 +158,50 @@ class Decoder:
         at = torch.tensor(lengths, device=self.device)
         # where each row's new key and value go: position ``at[row]`` (one scatter per layer)
         slot = at.view(rows, 1, 1, 1).expand(rows, self.kv_heads, 1, self.head_dim)
-        # (rows, 1, 1, span): each row sees its own prefix and the new token
-        visible = (torch.arange(span, device=self.device) <= at[:, None])[:, None, None, :]
+        # each row sees its own prefix and the new token (within its window, where it has one)
+        masks = decode_masks(at, span, arch.windows)
         ids = torch.tensor(token_ids, device=self.device).unsqueeze(1)
-        hidden = self.model.model.embed_tokens(ids)
-        cos, sin = self.model.model.rotary_emb(hidden, at.unsqueeze(1))
-        for index, layer in enumerate(self.layers):
-            q, k, v = self._qkv(index, layer, hidden, cos, sin, adapters)
-            layer_keys, layer_values = keys[index, :rows], values[index, :rows]
+        hidden = arch.embed(ids)
+        rotary = arch.rotary(hidden, at.unsqueeze(1))
+        for layer in arch.layers:
+            q, k, v = arch.qkv(layer, hidden, rotary[layer.rope], adapters)
+            layer_keys, layer_values = keys[layer.index, :rows], values[layer.index, :rows]
             layer_keys.scatter_(2, slot, k)
             layer_values.scatter_(2, slot, v)
-            attended = F.scaled_dot_product_attention(
+            attended = attend(
+                layer,
                 q,
                 layer_keys[:, :, :span],
                 layer_values[:, :, :span],
-                attn_mask=visible,
-                enable_gqa=True,
+                masks[layer.window],
             )
-            hidden = self._rest(index, layer, hidden, attended, adapters)
+            hidden = arch.rest(layer, hidden, attended, adapters)
         for row in range(rows):
             self.lengths[row] += 1
-        return self._logits(hidden)[:, 0]
+        logits = arch.logits(hidden)[:, 0]
+        if self._history is not None:
+            for row, token in enumerate(token_ids):
+                self._history[row].append(token)
+                if lengths[row] == arch.recompute_at:
+                    one = RowAdapters.of([adapters.rows[row]])
+                    logits[row] = self.prefill(row, self._history[row], one)
+        return logits
 
-    def _qkv(
-        self,
-        index: int,
-        layer: Any,
-        hidden: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        adapters: RowAdapters,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries ``(b, heads, t, d)``, keys and values ``(b, kv_heads, t, d)``, rotated."""
-        attention = layer.self_attn
-        x = layer.input_layernorm(hidden)
-        batch, tokens = x.shape[:2]
-        q = self._project(attention.q_proj, (index, "q_proj"), x, adapters)
-        k = self._project(attention.k_proj, (index, "k_proj"), x, adapters)
-        v = self._project(attention.v_proj, (index, "v_proj"), x, adapters)
-        q = q.view(batch, tokens, self.heads, self.head_dim).transpose(1, 2)
-        k = k.view(batch, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(batch, tokens, self.kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-        return q, k, v
-
-    def _rest(
-        self,
-        index: int,
-        layer: Any,
-        hidden: torch.Tensor,
-        attended: torch.Tensor,
-        adapters: RowAdapters,
-    ) -> torch.Tensor:
-        """Attention output projection, residual, MLP, residual."""
-        batch, _, tokens, _ = attended.shape
-        attended = attended.transpose(1, 2).reshape(batch, tokens, self.heads * self.head_dim)
-        hidden = hidden + self._project(
-            layer.self_attn.o_proj, (index, "o_proj"), attended, adapters
-        )
-        x = layer.post_attention_layernorm(hidden)
-        mlp = layer.mlp
-        gate = self._project(mlp.gate_proj, (index, "gate_proj"), x, adapters)
-        up = self._project(mlp.up_proj, (index, "up_proj"), x, adapters)
-        down = self._project(mlp.down_proj, (index, "down_proj"), mlp.act_fn(gate) * up, adapters)
-        return hidden + down
-
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.model.lm_head(self.model.model.norm(hidden))
-        return logits.float()
-
-    @staticmethod
-    def _project(
-        linear: torch.nn.Linear, slot: Slot, x: torch.Tensor, adapters: RowAdapters
-    ) -> torch.Tensor:
-        out: torch.Tensor = linear(x)
-        delta = adapters.delta(slot, x)
-        return out if delta is None else out + delta
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    def check_adapter(self, adapter: Adapter) -> None:
+        """Refuses, naming the first misfit, an adapter whose projections this model lacks or
+        whose shapes differ from them (an adapter trained for another base)."""
+        for slot, (a, b) in adapter.pairs.items():
+            shape = self._projections.get(slot)
+            if shape is None:
+                served = sorted({name for _, name in self._projections})
+                raise ValueError(
+                    f"adapter {adapter.key}: layer {slot[0]}'s {slot[1]} is not a projection of "
+                    f"this {self.model.config.model_type} model (it has {', '.join(served)} in "
+                    f"{len(self.layers)} layers); the adapter was trained for another base"
+                )
+            if (a.shape[1], b.shape[0]) != shape:
+                raise ValueError(
+                    f"adapter {adapter.key}: layer {slot[0]}'s {slot[1]} maps {a.shape[1]} to "
+                    f"{b.shape[0]} features, the model's {shape[0]} to {shape[1]}; the adapter "
+                    "was trained for another base"
+                )
