@@ -11,6 +11,7 @@ registering takes well under a second for local sources.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tunesmith.catalog.families import GGUF_ARCHITECTURES
 from tunesmith.catalog.gguf_header import NotGguf, read_metadata
 from tunesmith.catalog.spec import BUNDLED, BUNDLED_SOURCE, CHAT_COMPLETION
 from tunesmith.errors import InvalidRequest
@@ -42,6 +44,9 @@ HUB_METADATA_FILES = [
 
 HUB_MODEL_FILES = [*HUB_METADATA_FILES, "*.safetensors", "model.safetensors.index.json"]
 
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A ``config.json`` is a few kilobytes; a larger one is not a model configuration."""
+
 
 @dataclass(frozen=True, slots=True)
 class SourceFacts:
@@ -53,6 +58,8 @@ class SourceFacts:
     """The model's own limit (``max_position_embeddings``, GGUF ``context_length``), if known."""
     layers: frozenset[str] | None
     """Names of the modules with 2-D weights (linear layers, embeddings), when readable."""
+    config: dict[str, Any] | None = None
+    """The ``config.json`` (for a GGUF file, its ``model_type`` alone, until conversion)."""
 
 
 def source_kind(source: str) -> SourceKind:
@@ -109,7 +116,7 @@ def _inspect_folder(folder: Path, tasks: Sequence[str], *, weights_required: boo
         _check_chat_template(tokenizer, folder)
     context = config.get("max_position_embeddings")
     return SourceFacts(
-        str(folder), context if isinstance(context, int) and context > 0 else None, layers
+        str(folder), context if isinstance(context, int) and context > 0 else None, layers, config
     )
 
 
@@ -119,6 +126,12 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise InvalidRequest(
             f"{folder} has no config.json, so it is not a Hugging Face model folder: register "
             "the folder that `save_pretrained` wrote, or a .gguf file.",
+            param="source",
+        )
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise InvalidRequest(
+            f"{path} is larger than {MAX_CONFIG_BYTES} bytes, which no model configuration is: "
+            "register the folder that `save_pretrained` wrote.",
             param="source",
         )
     try:
@@ -144,6 +157,23 @@ def safetensors_layers(folder: Path) -> frozenset[str] | None:
             if name.endswith(".weight") and len(entry.get("shape", ())) == 2:
                 layers.add(name.removesuffix(".weight"))
     return frozenset(layers)
+
+
+def safetensors_parameters(folder: Path) -> int | None:
+    """The number of weights in the folder's safetensors files, summed from their headers' tensor
+    shapes (no tensor is loaded); None when the folder has none."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with file.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                total += math.prod(int(n) for n in entry.get("shape", ()))
+    return total
 
 
 def _load_tokenizer(folder: Path) -> Any:
@@ -223,8 +253,9 @@ def _inspect_gguf(path: Path, tasks: Sequence[str]) -> SourceFacts:
             param="tasks",
         )
     context = metadata.get(f"{architecture}.context_length")
+    config = {"model_type": GGUF_ARCHITECTURES.get(architecture, architecture)}
     return SourceFacts(
-        str(path), context if isinstance(context, int) and context > 0 else None, None
+        str(path), context if isinstance(context, int) and context > 0 else None, None, config
     )
 
 
@@ -267,4 +298,4 @@ def _inspect_hub(repo_id: str, tasks: Sequence[str], cache_dir: Path) -> SourceF
             param="source",
         ) from exc
     facts = _inspect_folder(folder, tasks, weights_required=False)
-    return SourceFacts(repo_id, facts.context_length, None)
+    return SourceFacts(repo_id, facts.context_length, None, facts.config)

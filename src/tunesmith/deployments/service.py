@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tunesmith import usage
+from tunesmith.catalog.base_models import require_ready
 from tunesmith.deployments.events import add_event
 from tunesmith.deployments.keys import new_key, seal
 from tunesmith.deployments.status import error_of
@@ -96,6 +97,7 @@ def create_deployment(
     its two new keys are sealed with ``sealer``."""
     check_name(name, "name")
     resolved = resolve_model(session, project_id, model, param="model")
+    require_ready(resolved.base)
     model_id = resolved.row.id if resolved.row is not None else resolved.base.id
     if resolved.row is not None and resolved.row.checkpoint_step is not None:
         job = session.get(JobRow, resolved.row.job_id)
