@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from tunesmith.catalog import fields
 from tunesmith.catalog.card import license_of
 from tunesmith.catalog.families import suggested_lora_targets
-from tunesmith.catalog.sources import inspect_source, source_kind
+from tunesmith.catalog.sources import inspect_source, names_hub
 from tunesmith.catalog.spec import (
     BUNDLED,
     DEFAULT_FULL_LEARNING_RATE,
@@ -115,13 +115,14 @@ def register_base_model(
         license = fields.check_license(license)
     if model_id == BUNDLED.id or session.get(BaseModelRow, model_id) is not None:
         raise fields.duplicate(model_id)
-    facts = inspect_source(fields.check_source(source), task_list, cache_dir=cache_dir)
-    if copy and source_kind(facts.source) == "hub":
+    source = fields.check_source(source)
+    if copy and names_hub(source):
         raise InvalidRequest(
-            f"{facts.source} is a Hugging Face Hub id: its files are downloaded into the model "
-            "cache, which tunesmith owns already; register it without copy.",
+            f"{source} is a Hugging Face Hub id: its files are downloaded into the model cache, "
+            "which tunesmith owns already; register it without copy.",
             param="copy",
         )
+    facts = inspect_source(source, task_list, cache_dir=cache_dir)
     model_type = (facts.config or {}).get("model_type")
     if targets is None:
         targets = suggested_lora_targets(model_type if isinstance(model_type, str) else None)

@@ -71,6 +71,17 @@ def source_kind(source: str) -> SourceKind:
     return "hub"
 
 
+def _names_path(source: str) -> bool:
+    path = Path(source).expanduser()
+    return path.is_absolute() or path.exists() or source.startswith((".", "~"))
+
+
+def names_hub(source: str) -> bool:
+    """Whether a source as given (not yet normalised) is a hub id rather than a local path:
+    it is shaped ``org/name`` and is not an existing path, nor one that starts like a path."""
+    return not _names_path(source) and HUB_ID.match(source) is not None
+
+
 def inspect_source(source: str, tasks: Sequence[str], *, cache_dir: Path) -> SourceFacts:
     """Checks ``source`` for ``tasks``; raises :class:`InvalidRequest` naming what to fix.
 
@@ -78,9 +89,8 @@ def inspect_source(source: str, tasks: Sequence[str], *, cache_dir: Path) -> Sou
     """
     if source == BUNDLED_SOURCE:
         return SourceFacts(BUNDLED_SOURCE, BUNDLED.context_length, None)
-    path = Path(source).expanduser()
-    if path.is_absolute() or path.exists() or source.startswith((".", "~")):
-        path = path.resolve()
+    if _names_path(source):
+        path = Path(source).expanduser().resolve()
         if path.is_dir():
             return _inspect_folder(path, tasks, weights_required=True)
         if path.is_file():
