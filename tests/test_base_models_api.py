@@ -23,7 +23,6 @@ from tests.helpers import training_file, wait_for_job
 from tests.toy_model import CHATML_TEMPLATE, CONTEXT_LENGTH, build_toy_model_dir
 from tunesmith.api.app import create_app
 from tunesmith.catalog.base_models import register_base_model
-from tunesmith.catalog.bundled import bundled_gguf
 from tunesmith.catalog.spec import BUNDLED
 from tunesmith.settings import Settings
 from tunesmith.store.db import transaction
@@ -70,6 +69,34 @@ def safetensors_weights(folder: Path) -> int:
         with safe_open(str(file), "pt") as tensors:
             total += sum(tensors.get_tensor(name).numel() for name in tensors.keys())  # noqa: SIM118
     return total
+
+
+def write_truncated_gguf(path: Path) -> Path:
+    """A tiny Llama GGUF whose header is whole (so the request's checks pass) and whose one
+    tensor is cut short: its conversion fails for real, at once."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(64)
+    writer.add_block_count(1)
+    writer.add_embedding_length(8)
+    writer.add_feed_forward_length(16)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(1)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(["<|im_end|>", "a", "b"])
+    writer.add_token_merges(["a b"])
+    writer.add_eos_token_id(0)
+    writer.add_chat_template("{% for m in messages %}{{ m['content'] }}<|im_end|>{% endfor %}")
+    writer.add_tensor("token_embd.weight", np.zeros((3, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.truncate(path, path.stat().st_size - 40)
+    return path
 
 
 def start_job(live: LiveServer, model: str) -> Any:
@@ -226,9 +253,7 @@ def test_a_registration_shows_its_progress_and_ends_ready_with_the_models_facts(
 def test_a_truncated_gguf_fails_naming_the_cause_and_cannot_train_or_deploy(
     live: LiveServer, tmp_path: Path
 ) -> None:
-    broken = tmp_path / "Broken-135M.gguf"
-    with bundled_gguf().open("rb") as whole, broken.open("wb") as part:
-        part.write(whole.read(20_000_000))  # the header is whole, the tensors are cut off
+    broken = write_truncated_gguf(tmp_path / "Broken.gguf")
     with live.http() as http:
         response = http.post("/v1/base_models", json={"id": "broken", "source": str(broken)})
         assert response.status_code == 200, response.text
