@@ -217,7 +217,11 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def register_command(args: argparse.Namespace) -> int:
     conn = connect(args)
-    body = {"id": args.id, "source": args.source, **_fields(args)}
+    local = Path(args.source).expanduser()
+    # The server reads the path on its machine, from its own working directory: a path that
+    # exists here is sent absolute (the CLI usually runs on the server's machine).
+    source = str(local.resolve()) if local.exists() else args.source
+    body = {"id": args.id, "source": source, **_fields(args)}
     if args.copy:
         body["copy"] = True
     entry = conn.request("POST", "/v1/base_models", json=body)
