@@ -483,3 +483,39 @@ def test_the_parameter_count_reads_headers_only(toy_model_dir: Path, tmp_path: P
     (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
     assert safetensors_parameters(tmp_path) == 3 * 5 + 7
     assert safetensors_parameters(toy_model_dir) == safetensors_weights(toy_model_dir)
+
+
+def test_an_unset_target_list_takes_the_familys_phi3_its_fused_layers(
+    live: LiveServer, tmp_path: Path
+) -> None:
+    """A Phi-3 folder (its layer names in the safetensors header, its model_type in the config)
+    registered without lora_target_modules gets Phi-3's fused projections."""
+    import torch
+    from safetensors.torch import save_file
+
+    from tunesmith.catalog.families import FUSED_TARGETS
+
+    folder = build_toy_model_dir(tmp_path / "phi", with_weights=False)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="phi3", architectures=["Phi3ForCausalLM"])
+    (folder / "config.json").write_text(json.dumps(config))
+    block = "model.layers.0."
+    shapes = {
+        "model.embed_tokens.weight": (8, 4),
+        f"{block}self_attn.qkv_proj.weight": (12, 4),
+        f"{block}self_attn.o_proj.weight": (4, 4),
+        f"{block}mlp.gate_up_proj.weight": (16, 4),
+        f"{block}mlp.down_proj.weight": (4, 8),
+        f"{block}input_layernorm.weight": (4,),
+    }
+    save_file(
+        {name: torch.zeros(shape) for name, shape in shapes.items()}, folder / "a.safetensors"
+    )
+    with live.http() as http:
+        response = http.post("/v1/base_models", json={"id": "phi", "source": str(folder)})
+        assert response.status_code == 200, response.text
+        ready = wait_registered(http, "phi")
+    assert ready["lora_target_modules"] == list(FUSED_TARGETS)
+    assert ready["suggested_lora_target_modules"] == list(FUSED_TARGETS)
+    assert (ready["family"], ready["family_label"]) == ("phi3", "Phi-3 / Phi-3.5 / Phi-4")
+    assert ready["parameters"] == 8 * 4 + 12 * 4 + 4 * 4 + 16 * 4 + 4 * 8 + 4
