@@ -519,3 +519,28 @@ def test_an_unset_target_list_takes_the_familys_phi3_its_fused_layers(
     assert ready["suggested_lora_target_modules"] == list(FUSED_TARGETS)
     assert (ready["family"], ready["family_label"]) == ("phi3", "Phi-3 / Phi-3.5 / Phi-4")
     assert ready["parameters"] == 8 * 4 + 12 * 4 + 4 * 4 + 16 * 4 + 4 * 8 + 4
+
+
+def test_a_hub_model_downloads_its_weights_in_the_background(
+    live: LiveServer, toy_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loading code is huggingface_hub's; the Hub itself is replaced by the toy folder. The
+    request fetches the configuration and tokenizer only, the background part the weights."""
+    fetched: list[list[str]] = []
+
+    def snapshot_download(repo_id: str, *, cache_dir: Path, allow_patterns: list[str]) -> str:
+        fetched.append(allow_patterns)
+        snapshot = Path(cache_dir) / "snapshots" / repo_id.replace("/", "--")
+        if not snapshot.exists():
+            shutil.copytree(toy_model_dir, snapshot)
+        return str(snapshot)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", snapshot_download)
+    with live.http() as http:
+        response = http.post("/v1/base_models", json={"id": "hub", "source": "acme/toy"})
+        assert response.status_code == 200, response.text
+        assert ["*.safetensors" in patterns for patterns in fetched] == [False]
+        ready = wait_registered(http, "hub")
+    assert ["*.safetensors" in patterns for patterns in fetched] == [False, True]
+    assert (ready["status"], ready["source_kind"], ready["source"]) == ("ready", "hub", "acme/toy")
+    assert ready["parameters"] == safetensors_weights(toy_model_dir)
