@@ -369,13 +369,19 @@ def test_checksums_come_from_the_files_bytes(toy_model_dir: Path, tmp_path: Path
 
     from tunesmith.catalog import checksums
 
-    taken = checksums.take(toy_model_dir)
-    config = toy_model_dir / "config.json"
+    folder = toy_copy(toy_model_dir, tmp_path / "model")
+    (folder / ".cache" / "huggingface").mkdir(parents=True)
+    (folder / ".cache" / "huggingface" / "download.lock").write_text("tools rewrite this")
+    (folder / "extra").mkdir()
+    (folder / "extra" / "notes.txt").write_text("kept")
+    taken = checksums.take(folder)
+    config = folder / "config.json"
     assert taken["config.json"]["sha256"] == hashlib.sha256(config.read_bytes()).hexdigest()
     assert taken["config.json"]["size"] == config.stat().st_size
     assert set(taken) == {
-        p.relative_to(toy_model_dir).as_posix() for p in toy_model_dir.rglob("*") if p.is_file()
-    }
+        *(p.name for p in toy_model_dir.iterdir() if p.is_file()),
+        "extra/notes.txt",
+    }  # hidden folders left out
 
 
 # -- reading and changing the catalog ------------------------------------------------------------

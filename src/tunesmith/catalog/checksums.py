@@ -37,13 +37,15 @@ class BaseModelChanged(RuntimeError):
 
 def source_files(root: Path) -> Iterator[tuple[str, Path]]:
     """``(key, path)`` of every regular file of a source, in a stable order: the files of a
-    folder (recursively, links followed as transformers would), or a single file."""
+    folder (recursively, links followed as transformers would; hidden ones such as ``.git`` or
+    ``.cache``, which tools rewrite and models never read, left out), or a single file."""
     if root.is_file():
         yield root.name, root
         return
     for path in sorted(root.rglob("*")):
-        if path.is_file():
-            yield path.relative_to(root).as_posix(), path
+        key = path.relative_to(root)
+        if path.is_file() and not any(part.startswith(".") for part in key.parts):
+            yield key.as_posix(), path
 
 
 def total_bytes(root: Path) -> int:
