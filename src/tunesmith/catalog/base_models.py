@@ -15,6 +15,7 @@ stores the model as ``registering``; the long part (copy, hashes, GGUF conversio
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,9 +124,9 @@ def register_base_model(
             param="copy",
         )
     facts = inspect_source(source, task_list, cache_dir=cache_dir)
-    model_type = (facts.config or {}).get("model_type")
+    model_type = model_type_of(facts.config)
     if targets is None:
-        targets = suggested_lora_targets(model_type if isinstance(model_type, str) else None)
+        targets = suggested_lora_targets(model_type)
     if facts.layers is not None:
         fields.check_targets_exist(targets, facts)
     spec = BaseModelSpec(
@@ -154,9 +155,9 @@ def register_base_model(
         copied=False,
         copy_requested=bool(copy),
         config=bounded_config(facts.config),
-        family=model_type if isinstance(model_type, str) else None,
+        family=model_type,
         parameters=None,
-        license=license if license is not None else license_of(spec),
+        license=license if license is not None else _named_license(spec),
         updated_at=now,
     )
     session.add(row)
@@ -332,6 +333,18 @@ def _registered_row(session: Session, model_id: str) -> BaseModelRow:
     return row
 
 
+def model_type_of(config: Mapping[str, Any] | None) -> str | None:
+    """The config's ``model_type`` (the family), when it is a plausible one."""
+    value = (config or {}).get("model_type")
+    return value if isinstance(value, str) and 0 < len(value) <= 100 else None
+
+
+def _named_license(spec: BaseModelSpec) -> str | None:
+    """The licence the model's files name, unless it is longer than an identifier can be."""
+    found = license_of(spec)
+    return found if found is not None and len(found) <= fields.MAX_LICENSE_CHARS else None
+
+
 MAX_CONFIG_CHARS = 64 * 1024
 """The most of a ``config.json`` the catalog keeps (as JSON text): configs are a few kilobytes."""
 
@@ -340,8 +353,6 @@ def bounded_config(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The config, or, if one is oddly large, the few keys the catalog reads."""
     if config is None:
         return None
-    import json
-
     if len(json.dumps(config, default=str)) <= MAX_CONFIG_CHARS:
         return dict(config)
     kept = ("model_type", "architectures", "max_position_embeddings", "torch_dtype")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tunesmith.catalog.base_models import model_type_of
 from tunesmith.catalog.bundled import bundled_model_dir
 from tunesmith.catalog.cache import is_complete
 from tunesmith.catalog.card import base_chat_template, license_of
@@ -22,8 +23,7 @@ from tunesmith.protocol.base_models import (
 def base_model_to_protocol(spec: BaseModelSpec, cache_dir: Path) -> BaseModelObject:
     """``cache_dir`` is ``Settings.model_cache_dir()``, where GGUF models are converted."""
     kind = source_kind(spec.source)
-    model_type = (spec.config or {}).get("model_type")
-    model_type = model_type if isinstance(model_type, str) else None
+    model_type = model_type_of(spec.config)
     family = family_of(model_type)
     refusal = serving_refusal(spec.config) if spec.config is not None else None
     parameters = spec.parameters

@@ -32,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tunesmith.catalog import checksums
-from tunesmith.catalog.base_models import bounded_config
+from tunesmith.catalog.base_models import bounded_config, model_type_of
 from tunesmith.catalog.sources import safetensors_parameters, source_kind
 from tunesmith.private_files import private_dir
 from tunesmith.settings import Settings
@@ -153,8 +153,7 @@ def _run(
         config = _read_config(folder)
         if config is not None:
             values["config"] = bounded_config(config)
-            model_type = config.get("model_type")
-            values["family"] = model_type if isinstance(model_type, str) else None
+            values["family"] = model_type_of(config)
         values["parameters"] = safetensors_parameters(folder)
     total = reporter.total
     values["progress"] = {"stage": "done", "done_bytes": total, "total_bytes": total}
