@@ -550,3 +550,30 @@ def test_a_hub_model_downloads_its_weights_in_the_background(
     assert ["*.safetensors" in patterns for patterns in fetched] == [False, True]
     assert (ready["status"], ready["source_kind"], ready["source"]) == ("ready", "hub", "acme/toy")
     assert ready["parameters"] == safetensors_weights(toy_model_dir)
+
+
+def test_a_registering_model_can_be_removed_but_not_changed(
+    live: LiveServer, toy_model_dir: Path, tmp_path: Path
+) -> None:
+    """The request's part done, the background part not yet run (as while it waits its turn)."""
+    from tunesmith.catalog import registration
+
+    runtime = live.app.state.runtime
+    original = toy_copy(toy_model_dir, tmp_path / "model")
+    with transaction(runtime.sessions) as session:
+        register_base_model(
+            session,
+            model_id="waiting",
+            source=str(original),
+            copy=True,
+            cache_dir=live.settings.model_cache_dir(),
+            now=int(time.time()),
+        )
+    with live.http() as http:
+        error = error_of(http.patch("/v1/base_models/waiting", json={"context_length": 64}), 409)
+        assert error["code"] == "model_registering"
+        assert http.delete("/v1/base_models/waiting").status_code == 200
+        registration.complete(runtime.sessions, live.settings, "waiting")  # its turn comes
+        assert http.get("/v1/base_models/waiting").status_code == 404
+    assert not live.settings.base_model_copy_dir("waiting").exists()
+    assert original.is_dir()  # the original is never touched
