@@ -41,7 +41,8 @@ def test_register_fine_tune_deploy_and_chat_with_the_cli_alone(
     assert table.code == 0, table.err
     header, *rows = table.out.splitlines()
     assert header.split() == ["ID", "STATUS", "FAMILY", "PARAMETERS", "CONTEXT", "TASKS", "LICENCE"]
-    assert [row.split()[0] for row in rows] == [BUNDLED.id, "toy-llama", "my-model"]
+    ids = [row.split()[0] for row in rows]  # registered in the same second: then by id
+    assert (ids[0], sorted(ids[1:])) == (BUNDLED.id, ["my-model", "toy-llama"])
     mine = cli("models", "catalog", "my-model", "--json").json()
     assert (mine["status"], mine["lora_target_modules"]) == ("ready", ["q_proj", "v_proj"])
     only_text = cli("models", "catalog", "--task", "text_generation", "--json").json()
@@ -84,7 +85,8 @@ def test_refusals_reach_the_terminal_with_the_field(
     assert changed.json()["context_length"] == 128
     bundled = cli("models", "unregister", BUNDLED.id)
     assert bundled.code == 1 and "builtin_model" in bundled.err
-    assert cli("models", "catalog", "--json").json()[-1]["id"] == "toy-llama"  # nothing added
+    listed = [entry["id"] for entry in cli("models", "catalog", "--json").json()]
+    assert listed == [BUNDLED.id, "toy-llama"]  # nothing added
 
 
 def test_a_failed_registration_exits_non_zero_with_the_cause(cli: Cli, tmp_path: Path) -> None:
