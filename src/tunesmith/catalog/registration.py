@@ -25,6 +25,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tunesmith.catalog import checksums
-from tunesmith.catalog.base_models import bounded_config, model_type_of
+from tunesmith.catalog.base_models import bounded_config, model_type_of, row_to_spec
 from tunesmith.catalog.sources import safetensors_parameters, source_kind
+from tunesmith.catalog.spec import BaseModelSpec
 from tunesmith.private_files import private_dir
 from tunesmith.settings import Settings
 from tunesmith.store.db import transaction
@@ -98,14 +100,14 @@ def complete(sessions: sessionmaker[Session], settings: Settings, model_id: str)
         row = session.get(BaseModelRow, model_id)
         if row is None or row.status != "registering":
             return
-        source, copy, created_at = row.source, row.copy_requested, row.created_at
+        spec, copy, created_at = row_to_spec(row), row.copy_requested, row.created_at
     reporter = _Reporter(sessions, model_id, created_at)
     outcome: dict[str, Any] = {}
     try:
         outcome = {
             "status": "ready",
             "error": None,
-            **_run(source, copy, settings, model_id, reporter),
+            **_run(spec, copy, settings, reporter),
         }
     except _Removed:
         pass
@@ -127,9 +129,9 @@ def complete(sessions: sessionmaker[Session], settings: Settings, model_id: str)
 
 
 def _run(
-    source: str, copy: bool, settings: Settings, model_id: str, reporter: _Reporter
+    spec: BaseModelSpec, copy: bool, settings: Settings, reporter: _Reporter
 ) -> dict[str, Any]:
-    kind = source_kind(source)
+    source, kind = spec.source, source_kind(spec.source)
     reporter.begin("checking", 0)
     if kind in ("folder", "gguf") and not Path(source).exists():
         raise RegistrationFailed(
@@ -137,7 +139,7 @@ def _run(
             f"{source} is gone since the registration was requested: put it back and register "
             "the model again.",
         )
-    copy_dir = settings.base_model_copy_dir(model_id)
+    copy_dir = settings.base_model_copy_dir(spec.id)
     if copy and kind in ("folder", "gguf") and not Path(source).is_relative_to(copy_dir):
         source = str(_copy(Path(source), copy_dir, reporter))
     values: dict[str, Any] = {"source": source, "copied": copy and kind != "hub"}
@@ -148,7 +150,7 @@ def _run(
     folder = Path(source) if kind == "folder" else None
     if kind in ("gguf", "hub"):
         reporter.begin("converting", 0)
-        folder = _materialize(values, model_id, settings)
+        folder = _materialize(replace(spec, source=source), settings)
     if folder is not None:
         config = _read_config(folder)
         if config is not None:
@@ -188,19 +190,9 @@ def _copy(source: Path, target: Path, reporter: _Reporter) -> Path:
     return target / source.name if source.is_file() else target
 
 
-def _materialize(values: dict[str, Any], model_id: str, settings: Settings) -> Path:
+def _materialize(spec: BaseModelSpec, settings: Settings) -> Path:
     from tunesmith.catalog.models import ModelUnavailable, materialize
-    from tunesmith.catalog.spec import TASKS, BaseModelSpec
 
-    spec = BaseModelSpec(
-        id=model_id,
-        source=values["source"],
-        tasks=TASKS,
-        context_length=1,
-        lora_target_modules=(),
-        lora_learning_rate=0.1,
-        full_learning_rate=0.1,
-    )
     try:
         return materialize(spec, settings.model_cache_dir())
     except ModelUnavailable as exc:
