@@ -125,6 +125,9 @@ def jobs_settings_for(home: Path, toy_model_dir: Path, **overrides: object) -> S
 
 
 def register_toy_base(app: FastAPI, toy_model_dir: Path, model_id: str = TOY_BASE) -> None:
+    """Registers the toy model and runs the background part of its registration (hashing its
+    files) before returning, so it is ready."""
+    from tunesmith.catalog import registration
     from tunesmith.catalog.base_models import register_base_model
     from tunesmith.store.db import transaction
 
@@ -137,6 +140,7 @@ def register_toy_base(app: FastAPI, toy_model_dir: Path, model_id: str = TOY_BAS
             cache_dir=settings.model_cache_dir(),
             now=int(time.time()),
         )
+    registration.complete(app.state.runtime.sessions, settings, model_id)
 
 
 @pytest.fixture

@@ -124,6 +124,10 @@ def test_a_local_folder_is_registered_with_defaults(
         lora_learning_rate=1e-3,
         full_learning_rate=5e-5,
         created_at=NOW,
+        config=json.loads((toy_model_dir / "config.json").read_text()),
+        status="registering",  # until the background part (catalog.registration) has run
+        progress={"stage": "checking", "done_bytes": 0, "total_bytes": 0},
+        updated_at=NOW,
     )
     with transaction(sessions) as session:  # a row, read back by a new session
         assert get_base_model(session, "toy") == spec

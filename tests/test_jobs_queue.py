@@ -324,10 +324,12 @@ def test_an_expired_file_waits_for_the_unfinished_job_that_reads_it(
 def test_a_base_model_in_use_cannot_leave_the_catalog(
     sessions: sessionmaker[Session], tmp_path: Path, toy_model_dir: Path
 ) -> None:
+    from tunesmith.catalog import registration
     from tunesmith.catalog.base_models import register_base_model, remove_base_model
     from tunesmith.deployments.service import create_deployment, delete_deployment
     from tunesmith.ratelimits import RateLimits
     from tunesmith.sealing import Sealer
+    from tunesmith.settings import Settings
     from tunesmith.store.tables import ModelRow
 
     with transaction(sessions) as session:
@@ -338,6 +340,7 @@ def test_a_base_model_in_use_cannot_leave_the_catalog(
             cache_dir=tmp_path / "models",
             now=int(NOW),
         )
+    registration.complete(sessions, Settings(home=tmp_path / "home"), "toy")
     add_job(sessions, "trainer", status="running")
     with transaction(sessions) as session:
         session.get(JobRow, "trainer").base_model = "toy"  # type: ignore[union-attr]

@@ -83,6 +83,37 @@ def test_deployments_made_before_they_had_a_status_become_succeeded(
     engine.dispose()
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_base_models_registered_before_background_registration_are_ready(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Migration 0008: a base model stored before registration had a background part was usable
+    at once, so it becomes ``ready``, not copied, with no checksums to verify."""
+    url = (
+        f"sqlite:///{tmp_path / 'db.sqlite'}"
+        if database == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    engine = make_engine(url)
+    command.upgrade(alembic_config(engine), "0007")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO base_models (id, source, tasks, context_length, lora_target_modules,"
+                " lora_learning_rate, full_learning_rate, created_at) VALUES ('m', '/srv/m',"
+                " '[\"chat_completion\"]', 256, '[\"q_proj\"]', 0.001, 0.00005, 1700000000)"
+            )
+        )
+    upgrade_to_head(engine)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT id, status, copied, checksums, error, updated_at FROM base_models")
+        ).all()
+        assert [tuple(row) for row in rows] == [("m", "ready", False, None, None, 1700000000)]
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    engine.dispose()
+
+
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     upgrade_to_head(engine)

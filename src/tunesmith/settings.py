@@ -301,6 +301,11 @@ class Settings(BaseSettings):
     def model_cache_dir(self) -> Path:
         return self.home / "models"
 
+    def base_model_copy_dir(self, model_id: str) -> Path:
+        """Where a base model registered with ``copy`` keeps its files (its folder, or the folder
+        holding its GGUF file)."""
+        return self.home / "base-models" / model_id
+
     def admin_key_path(self) -> Path:
         return self.home / "admin.key"
 

@@ -27,6 +27,7 @@ from tunesmith.api.errors import install_error_handlers
 from tunesmith.api.file_work import FileWork
 from tunesmith.api.routes import (
     apidocs,
+    base_models,
     chat,
     deployments,
     endpoints,
@@ -43,6 +44,7 @@ from tunesmith.api.routes import (
 )
 from tunesmith.api.routes.portal import mount_portal
 from tunesmith.auth import bootstrap_admin_key, ensure_default_project, hash_key
+from tunesmith.catalog.registration import Registrar
 from tunesmith.chat import Serving
 from tunesmith.jobs.worker import Worker
 from tunesmith.private_files import private_dir
@@ -83,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
     limiter = RateLimiter()
     serving_runtime = Serving.from_settings(settings, sessions, limiter)
     file_work = FileWork(settings.file_workers)
+    registrar = Registrar(sessions, settings)
     runtime = Runtime(
         settings=settings,
         sessions=sessions,
@@ -90,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
         validate=validator,
         admin_key_hash=hash_key(admin) if admin else None,
         sealer=sealer,
+        registrar=registrar,
         wake_worker=worker.wake if worker else lambda: None,
         limiter=limiter,
         serving=serving_runtime,
@@ -107,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
         serving_runtime.engine.start()
         # Deployments a previous run left creating (it stopped while loading them) load again.
         reload = asyncio.create_task(run_in_threadpool(serving_runtime.models.warm_creating))
+        registrar.resume()  # registrations a stopped server left half done
         stop_worker = threading.Event()
         worker_thread = None
         if worker is not None:
@@ -130,6 +135,7 @@ def create_app(settings: Settings) -> FastAPI:
             await reload
             await run_in_threadpool(serving_runtime.stop)
             await run_in_threadpool(file_work.shutdown)
+            await run_in_threadpool(registrar.shutdown)
             engine.dispose()
 
     app = FastAPI(
@@ -153,6 +159,7 @@ def create_app(settings: Settings) -> FastAPI:
         uploads.router,
         jobs.router,
         models.router,
+        base_models.router,
         webhooks.router,
         deployments.router,
         usage.router,

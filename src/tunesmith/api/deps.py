@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tunesmith.api.file_work import FileWork
 from tunesmith.auth import Principal, Role, authenticate, hash_key
+from tunesmith.catalog.registration import Registrar
 from tunesmith.chat import Serving
 from tunesmith.errors import AuthenticationError, RateLimited
 from tunesmith.files import Validator
@@ -44,6 +45,8 @@ class Runtime:
     admin_key_hash: str | None
     sealer: Sealer
     """Seals and opens the deployment keys' stored copies (the key-encryption key)."""
+    registrar: Registrar
+    """Runs the background part of base-model registrations, one at a time."""
     wake_worker: Callable[[], None] = lambda: None
     """Tells the embedded worker a job changed (a no-op when workers run apart; they poll)."""
     limiter: RateLimiter = field(default_factory=RateLimiter)

@@ -5,27 +5,33 @@ release and survives restarts. The bundled model has no row; it is :data:`BUNDLE
 and never removable, so every installation can fine-tune from its first start and its defaults
 follow the code that measured them.
 
-Every check runs before anything is stored: a refused registration leaves the catalog untouched,
-and its :class:`InvalidRequest` names the field (``param``) and the fix.
+Registering has two parts. :func:`register_base_model` runs every check that reads headers and
+the tokenizer (well under a second) before anything is stored: a refused registration leaves the
+catalog untouched, and its :class:`InvalidRequest` names the field (``param``) and the fix. It
+stores the model as ``registering``; the long part (copy, hashes, GGUF conversion) is
+:mod:`tunesmith.catalog.registration`'s, and only a ``ready`` model trains or deploys
+(:func:`require_ready`).
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tunesmith.catalog.sources import SourceFacts, inspect_source
+from tunesmith.catalog import fields
+from tunesmith.catalog.card import license_of
+from tunesmith.catalog.families import suggested_lora_targets
+from tunesmith.catalog.sources import inspect_source, names_hub
 from tunesmith.catalog.spec import (
     BUNDLED,
     DEFAULT_FULL_LEARNING_RATE,
     DEFAULT_LORA_LEARNING_RATE,
-    DEFAULT_LORA_TARGET_MODULES,
     TASKS,
     BaseModelSpec,
 )
@@ -33,9 +39,15 @@ from tunesmith.errors import Conflict, InvalidRequest, NotFound
 from tunesmith.protocol.jobs import ACTIVE
 from tunesmith.store.tables import BaseModelRow, DeploymentRow, JobRow, ModelRow
 
-MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-"""No ``/`` (ids appear in URL paths) and no ``:`` (the separator of ``ft:{base}:...`` names)."""
-MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+UPDATABLE = (
+    "tasks",
+    "context_length",
+    "lora_target_modules",
+    "lora_learning_rate",
+    "full_learning_rate",
+    "license",
+)
+"""What :func:`update_base_model` changes; the source and id are the model's identity."""
 
 
 def row_to_spec(row: BaseModelRow) -> BaseModelSpec:
@@ -48,6 +60,15 @@ def row_to_spec(row: BaseModelRow) -> BaseModelSpec:
         lora_learning_rate=row.lora_learning_rate,
         full_learning_rate=row.full_learning_rate,
         created_at=row.created_at,
+        config=row.config,
+        status=row.status,  # type: ignore[arg-type]
+        progress=row.progress,
+        error=row.error,
+        checksums=row.checksums,
+        copied=row.copied,
+        parameters=row.parameters,
+        license=row.license,
+        updated_at=row.updated_at,
     )
 
 
@@ -61,55 +82,139 @@ def register_base_model(
     lora_target_modules: Sequence[str] | None = None,
     lora_learning_rate: float | None = None,
     full_learning_rate: float | None = None,
+    license: str | None = None,
+    copy: bool = False,
     cache_dir: Path,
     now: int,
 ) -> BaseModelSpec:
-    """Adds a base model to the catalog after checking it can be fine-tuned for ``tasks``.
+    """Adds a base model to the catalog as ``registering``, after checking it can be fine-tuned
+    for ``tasks``; :func:`tunesmith.catalog.registration.complete` makes it ready.
 
     ``source`` is a local Hugging Face folder, a ``.gguf`` file (relative paths are resolved
     against the working directory) or a Hub id ``org/name``. Unset fields take the model's own
-    context length (``max_position_embeddings``) and the defaults measured on the bundled model.
-    ``cache_dir`` is ``Settings.model_cache_dir()``, where a Hub model's configuration is fetched.
+    context length (``max_position_embeddings``), its family's LoRA targets, the learning rates
+    measured on the bundled model and the licence its files name. ``copy`` asks for a copy in the
+    data directory (local sources only). ``cache_dir`` is ``Settings.model_cache_dir()``, where
+    a Hub model's configuration is fetched.
     """
-    model_id = _check_model_id(model_id)
-    task_list = _check_tasks(tasks)
-    targets = _check_target_modules(
-        DEFAULT_LORA_TARGET_MODULES if lora_target_modules is None else lora_target_modules
+    model_id = fields.check_model_id(model_id)
+    task_list = fields.check_tasks(tasks)
+    targets = (
+        None if lora_target_modules is None else fields.check_target_modules(lora_target_modules)
     )
-    lora_rate = _check_learning_rate(
+    lora_rate = fields.check_learning_rate(
         "lora_learning_rate",
         DEFAULT_LORA_LEARNING_RATE if lora_learning_rate is None else lora_learning_rate,
     )
-    full_rate = _check_learning_rate(
+    full_rate = fields.check_learning_rate(
         "full_learning_rate",
         DEFAULT_FULL_LEARNING_RATE if full_learning_rate is None else full_learning_rate,
     )
     if context_length is not None:
-        _check_context_length(context_length)
+        fields.check_context_length(context_length)
+    if license is not None:
+        license = fields.check_license(license)
     if model_id == BUNDLED.id or session.get(BaseModelRow, model_id) is not None:
-        raise _duplicate(model_id)
-    if not isinstance(source, str) or not source.strip():
+        raise fields.duplicate(model_id)
+    source = fields.check_source(source)
+    if copy and names_hub(source):
         raise InvalidRequest(
-            "source is required: a model folder, a .gguf file or a hub id.", param="source"
+            f"{source} is a Hugging Face Hub id: its files are downloaded into the model cache, "
+            "which tunesmith owns already; register it without copy.",
+            param="copy",
         )
-    facts = inspect_source(source.strip(), task_list, cache_dir=cache_dir)
+    facts = inspect_source(source, task_list, cache_dir=cache_dir)
+    model_type = model_type_of(facts.config)
+    if targets is None:
+        targets = suggested_lora_targets(model_type)
     if facts.layers is not None:
-        _check_targets_exist(targets, facts)
-    row = BaseModelRow(
+        fields.check_targets_exist(targets, facts)
+    spec = BaseModelSpec(
         id=model_id,
         source=facts.source,
-        tasks=list(task_list),
-        context_length=_resolve_context_length(context_length, facts),
-        lora_target_modules=list(targets),
+        tasks=task_list,
+        context_length=fields.resolve_context_length(context_length, facts),
+        lora_target_modules=targets,
         lora_learning_rate=lora_rate,
         full_learning_rate=full_rate,
         created_at=now,
+    )
+    row = BaseModelRow(
+        id=model_id,
+        source=spec.source,
+        tasks=list(spec.tasks),
+        context_length=spec.context_length,
+        lora_target_modules=list(spec.lora_target_modules),
+        lora_learning_rate=lora_rate,
+        full_learning_rate=full_rate,
+        created_at=now,
+        status="registering",
+        progress={"stage": "checking", "done_bytes": 0, "total_bytes": 0},
+        error=None,
+        checksums=None,
+        copied=False,
+        copy_requested=bool(copy),
+        config=bounded_config(facts.config),
+        family=model_type,
+        parameters=None,
+        license=license if license is not None else _named_license(spec),
+        updated_at=now,
     )
     session.add(row)
     try:
         session.flush()
     except IntegrityError:  # registered by another request since the check above
-        raise _duplicate(model_id) from None
+        raise fields.duplicate(model_id) from None
+    return row_to_spec(row)
+
+
+def update_base_model(
+    session: Session,
+    model_id: str,
+    changes: Mapping[str, Any],
+    *,
+    cache_dir: Path,
+    now: int,
+) -> BaseModelSpec:
+    """Changes the fields of :data:`UPDATABLE` given in ``changes`` (None: unchanged), with
+    registration's checks; a change that touches the model (tasks, targets, context length) reads
+    its source again, so a model cannot be made to promise what it cannot do."""
+    row = _registered_row(session, model_id)
+    if row.status == "registering":
+        raise Conflict(
+            f"{model_id} is still registering; change it once its status is ready or failed.",
+            param="model",
+            code="model_registering",
+        )
+    unknown = sorted(set(changes) - set(UPDATABLE))
+    if unknown:
+        raise InvalidRequest(
+            f"{unknown[0]} cannot be changed; a base model's {', '.join(UPDATABLE)} can.",
+            param=unknown[0],
+        )
+    given = {name: value for name, value in changes.items() if value is not None}
+    tasks = fields.check_tasks(given["tasks"]) if "tasks" in given else tuple(row.tasks)
+    targets = (
+        fields.check_target_modules(given["lora_target_modules"])
+        if "lora_target_modules" in given
+        else tuple(row.lora_target_modules)
+    )
+    for rate in ("lora_learning_rate", "full_learning_rate"):
+        if rate in given:
+            setattr(row, rate, fields.check_learning_rate(rate, given[rate]))
+    if "context_length" in given:
+        fields.check_context_length(given["context_length"])
+    if "license" in given:
+        row.license = fields.check_license(given["license"])
+    if {"tasks", "lora_target_modules", "context_length"} & set(given):
+        facts = inspect_source(row.source, tasks, cache_dir=cache_dir)
+        if facts.layers is not None:
+            fields.check_targets_exist(targets, facts)
+        if "context_length" in given:
+            row.context_length = fields.resolve_context_length(given["context_length"], facts)
+        row.tasks, row.lora_target_modules = list(tasks), list(targets)
+    row.updated_at = now
+    session.flush()
     return row_to_spec(row)
 
 
@@ -117,11 +222,24 @@ def list_base_models(session: Session, *, task: str | None = None) -> list[BaseM
     """The bundled model first, then registered models in registration order."""
     if task is not None and task not in TASKS:
         raise InvalidRequest(
-            f"Unknown task {task!r}: filter by one of {', '.join(TASKS)}.", param="task"
+            f"Unknown task {task[:60]!r}: filter by one of {', '.join(TASKS)}.", param="task"
         )
     rows = session.scalars(select(BaseModelRow).order_by(BaseModelRow.created_at, BaseModelRow.id))
     specs = [BUNDLED, *(row_to_spec(row) for row in rows)]
     return [spec for spec in specs if task is None or task in spec.tasks]
+
+
+def page_of(
+    specs: list[BaseModelSpec], *, after: str | None, limit: int
+) -> tuple[list[BaseModelSpec], bool]:
+    """One page of the catalog in OpenAI's cursor style: ``after`` is the last id already seen."""
+    start = 0
+    if after is not None:
+        ids = [spec.id for spec in specs]
+        if after not in ids:
+            raise NotFound(f"No base model with id {after[:120]!r} to page after.", param="after")
+        start = ids.index(after) + 1
+    return specs[start : start + limit], len(specs) > start + limit
 
 
 def get_base_model(session: Session, model_id: str) -> BaseModelSpec:
@@ -137,21 +255,35 @@ def get_base_model(session: Session, model_id: str) -> BaseModelSpec:
     return row_to_spec(row)
 
 
-def remove_base_model(session: Session, model_id: str) -> None:
-    """Removes a registered model from the catalog. Its files and any converted copy in the
-    model cache are left alone: the catalog never deletes what it did not create."""
-    if model_id == BUNDLED.id:
+def require_ready(spec: BaseModelSpec, *, param: str = "model") -> None:
+    """Refuses a base model that is still registering or whose registration failed: what job and
+    deployment creation ask before using one."""
+    if spec.status == "ready":
+        return
+    if spec.status == "registering":
+        stage = (spec.progress or {}).get("stage", "checking")
         raise InvalidRequest(
-            f"{model_id} is the bundled base model and is always in the catalog; it cannot be "
-            "removed.",
-            param="model",
-            code="builtin_model",
+            f"The base model {spec.id} is still registering (stage {stage}); wait until its "
+            f"status is ready (GET /v1/base_models/{spec.id}).",
+            param=param,
+            code="model_not_ready",
         )
-    row = session.get(BaseModelRow, model_id)
-    if row is None:
-        raise NotFound(
-            f"No base model {model_id!r} in the catalog.", param="model", code="model_not_found"
-        )
+    message = (spec.error or {}).get("message", "no reason was recorded")
+    raise InvalidRequest(
+        f"The base model {spec.id} failed to register: {message} Remove it and register it "
+        "again once the cause is fixed.",
+        param=param,
+        code="model_not_ready",
+    )
+
+
+def remove_base_model(session: Session, model_id: str) -> None:
+    """Removes a registered model from the catalog, even while it registers (the registration
+    then stops). The caller deletes tunesmith's copy of its files
+    (``Settings.base_model_copy_dir``) once the transaction has committed; the original files
+    and any converted copy in the model cache are left alone: the catalog never deletes what it
+    did not create."""
+    row = _registered_row(session, model_id)
     job = session.scalars(
         select(JobRow.id).where(JobRow.base_model == model_id, JobRow.status.in_(ACTIVE))
     ).first()
@@ -184,107 +316,44 @@ def remove_base_model(session: Session, model_id: str) -> None:
     session.flush()  # the id is free again within this transaction
 
 
-# -- field checks ----------------------------------------------------------------------------------
-
-
-def _duplicate(model_id: str) -> Conflict:
-    return Conflict(
-        f"A base model with id {model_id!r} is already in the catalog: choose another id, or "
-        "remove the existing model first.",
-        param="id",
-        code="duplicate_model",
-    )
-
-
-def _check_model_id(model_id: str) -> str:
-    if not isinstance(model_id, str) or not MODEL_ID.match(model_id):
+def _registered_row(session: Session, model_id: str) -> BaseModelRow:
+    """The row of a registered model: the bundled model is refused (it is built in)."""
+    if model_id == BUNDLED.id:
         raise InvalidRequest(
-            f"Invalid id {model_id!r}: use 1 to 100 letters, digits, '.', '_' or '-', starting "
-            "with a letter or digit (no '/' or ':'), e.g. 'Qwen2.5-0.5B-Instruct'.",
-            param="id",
+            f"{model_id} is the bundled base model and is always in the catalog, as it is; it "
+            "cannot be changed or removed.",
+            param="model",
+            code="builtin_model",
         )
-    return model_id
-
-
-def _check_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(tasks, str) or not tasks:
-        raise InvalidRequest(
-            f"tasks must be a non-empty list drawn from {list(TASKS)}, e.g. ['chat_completion'].",
-            param="tasks",
+    row = session.get(BaseModelRow, model_id)
+    if row is None:
+        raise NotFound(
+            f"No base model {model_id!r} in the catalog.", param="model", code="model_not_found"
         )
-    unknown = [task for task in tasks if task not in TASKS]
-    if unknown:
-        raise InvalidRequest(
-            f"Unknown task {unknown[0]!r}: tasks are drawn from {list(TASKS)}.", param="tasks"
-        )
-    return tuple(dict.fromkeys(tasks))
+    return row
 
 
-def _check_target_modules(modules: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(modules, str) or not modules:
-        raise InvalidRequest(
-            "lora_target_modules must name at least one layer, e.g. ['q_proj', 'v_proj'].",
-            param="lora_target_modules",
-        )
-    bad = [m for m in modules if not isinstance(m, str) or not MODULE_NAME.match(m)]
-    if bad:
-        raise InvalidRequest(
-            f"lora_target_modules: {bad[0]!r} is not a module name like 'q_proj'.",
-            param="lora_target_modules",
-        )
-    return tuple(dict.fromkeys(modules))
+def model_type_of(config: Mapping[str, Any] | None) -> str | None:
+    """The config's ``model_type`` (the family), when it is a plausible one."""
+    value = (config or {}).get("model_type")
+    return value if isinstance(value, str) and 0 < len(value) <= 100 else None
 
 
-def _check_learning_rate(field: str, value: float) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not 0 < value < 1
-    ):
-        raise InvalidRequest(
-            f"{field} must be a number between 0 and 1 (exclusive), e.g. 1e-3; got {value!r}.",
-            param=field,
-        )
-    return float(value)
+def _named_license(spec: BaseModelSpec) -> str | None:
+    """The licence the model's files name, unless it is longer than an identifier can be."""
+    found = license_of(spec)
+    return found if found is not None and len(found) <= fields.MAX_LICENSE_CHARS else None
 
 
-def _check_context_length(value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidRequest(
-            f"context_length must be a positive whole number of tokens; got {value!r}.",
-            param="context_length",
-        )
+MAX_CONFIG_CHARS = 64 * 1024
+"""The most of a ``config.json`` the catalog keeps (as JSON text): configs are a few kilobytes."""
 
 
-def _resolve_context_length(requested: int | None, facts: SourceFacts) -> int:
-    known = facts.context_length
-    if requested is None:
-        if known is None:
-            raise InvalidRequest(
-                f"The context length of {facts.source} is not in its config: pass "
-                "context_length (the most tokens per example the model was trained on).",
-                param="context_length",
-            )
-        return known
-    if known is not None and requested > known:
-        raise InvalidRequest(
-            f"context_length {requested} exceeds the model's own limit of {known} tokens: "
-            f"pass at most {known}.",
-            param="context_length",
-        )
-    return requested
-
-
-def _check_targets_exist(targets: Sequence[str], facts: SourceFacts) -> None:
-    """PEFT matches a target by the end of a module's dotted name; a target that matches nothing
-    would make every LoRA job on this model fail when it starts."""
-    layers = facts.layers or frozenset()
-    for target in targets:
-        if not any(name == target or name.endswith("." + target) for name in layers):
-            names = sorted({name.rsplit(".", 1)[-1] for name in layers})
-            raise InvalidRequest(
-                f"lora_target_modules: {target!r} names no layer of {facts.source}; its layers "
-                f"are {', '.join(names)}.",
-                param="lora_target_modules",
-            )
+def bounded_config(config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The config, or, if one is oddly large, the few keys the catalog reads."""
+    if config is None:
+        return None
+    if len(json.dumps(config, default=str)) <= MAX_CONFIG_CHARS:
+        return dict(config)
+    kept = ("model_type", "architectures", "max_position_embeddings", "torch_dtype")
+    return {key: config[key] for key in kept if key in config}

@@ -11,6 +11,7 @@ registering takes well under a second for local sources.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tunesmith.catalog.families import GGUF_ARCHITECTURES
 from tunesmith.catalog.gguf_header import NotGguf, read_metadata
 from tunesmith.catalog.spec import BUNDLED, BUNDLED_SOURCE, CHAT_COMPLETION
 from tunesmith.data.end_of_turn import (
@@ -48,6 +50,9 @@ HUB_METADATA_FILES = [
 
 HUB_MODEL_FILES = [*HUB_METADATA_FILES, "*.safetensors", "model.safetensors.index.json"]
 
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A ``config.json`` is a few kilobytes; a larger one is not a model configuration."""
+
 
 @dataclass(frozen=True, slots=True)
 class SourceFacts:
@@ -59,6 +64,8 @@ class SourceFacts:
     """The model's own limit (``max_position_embeddings``, GGUF ``context_length``), if known."""
     layers: frozenset[str] | None
     """Names of the modules with 2-D weights (linear layers, embeddings), when readable."""
+    config: dict[str, Any] | None = None
+    """The ``config.json`` (for a GGUF file, its ``model_type`` alone, until conversion)."""
 
 
 def source_kind(source: str) -> SourceKind:
@@ -70,6 +77,17 @@ def source_kind(source: str) -> SourceKind:
     return "hub"
 
 
+def _names_path(source: str) -> bool:
+    path = Path(source).expanduser()
+    return path.is_absolute() or path.exists() or source.startswith((".", "~"))
+
+
+def names_hub(source: str) -> bool:
+    """Whether a source as given (not yet normalised) is a hub id rather than a local path:
+    it is shaped ``org/name`` and is not an existing path, nor one that starts like a path."""
+    return not _names_path(source) and HUB_ID.match(source) is not None
+
+
 def inspect_source(source: str, tasks: Sequence[str], *, cache_dir: Path) -> SourceFacts:
     """Checks ``source`` for ``tasks``; raises :class:`InvalidRequest` naming what to fix.
 
@@ -77,9 +95,8 @@ def inspect_source(source: str, tasks: Sequence[str], *, cache_dir: Path) -> Sou
     """
     if source == BUNDLED_SOURCE:
         return SourceFacts(BUNDLED_SOURCE, BUNDLED.context_length, None)
-    path = Path(source).expanduser()
-    if path.is_absolute() or path.exists() or source.startswith((".", "~")):
-        path = path.resolve()
+    if _names_path(source):
+        path = Path(source).expanduser().resolve()
         if path.is_dir():
             return _inspect_folder(path, tasks, weights_required=True)
         if path.is_file():
@@ -115,7 +132,7 @@ def _inspect_folder(folder: Path, tasks: Sequence[str], *, weights_required: boo
         _check_chat_template(tokenizer, folder)
     context = config.get("max_position_embeddings")
     return SourceFacts(
-        str(folder), context if isinstance(context, int) and context > 0 else None, layers
+        str(folder), context if isinstance(context, int) and context > 0 else None, layers, config
     )
 
 
@@ -125,6 +142,12 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise InvalidRequest(
             f"{folder} has no config.json, so it is not a Hugging Face model folder: register "
             "the folder that `save_pretrained` wrote, or a .gguf file.",
+            param="source",
+        )
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise InvalidRequest(
+            f"{path} is larger than {MAX_CONFIG_BYTES} bytes, which no model configuration is: "
+            "register the folder that `save_pretrained` wrote.",
             param="source",
         )
     try:
@@ -150,6 +173,23 @@ def safetensors_layers(folder: Path) -> frozenset[str] | None:
             if name.endswith(".weight") and len(entry.get("shape", ())) == 2:
                 layers.add(name.removesuffix(".weight"))
     return frozenset(layers)
+
+
+def safetensors_parameters(folder: Path) -> int | None:
+    """The number of weights in the folder's safetensors files, summed from their headers' tensor
+    shapes (no tensor is loaded); None when the folder has none."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with file.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                total += math.prod(int(n) for n in entry.get("shape", ()))
+    return total
 
 
 def _load_tokenizer(folder: Path) -> Any:
@@ -233,8 +273,9 @@ def _inspect_gguf(path: Path, tasks: Sequence[str]) -> SourceFacts:
             param="tasks",
         )
     context = metadata.get(f"{architecture}.context_length")
+    config = {"model_type": GGUF_ARCHITECTURES.get(architecture, architecture)}
     return SourceFacts(
-        str(path), context if isinstance(context, int) and context > 0 else None, None
+        str(path), context if isinstance(context, int) and context > 0 else None, None, config
     )
 
 
@@ -277,4 +318,4 @@ def _inspect_hub(repo_id: str, tasks: Sequence[str], cache_dir: Path) -> SourceF
             param="source",
         ) from exc
     facts = _inspect_folder(folder, tasks, weights_required=False)
-    return SourceFacts(repo_id, facts.context_length, None)
+    return SourceFacts(repo_id, facts.context_length, None, facts.config)

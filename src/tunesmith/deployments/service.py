@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tunesmith import usage
+from tunesmith.catalog.base_models import require_ready
 from tunesmith.catalog.families import serving_refusal
 from tunesmith.catalog.spec import BaseModelSpec
 from tunesmith.deployments.events import add_event
@@ -101,6 +102,7 @@ def create_deployment(
     its two new keys are sealed with ``sealer``."""
     check_name(name, "name")
     resolved = resolve_model(session, project_id, model, param="model")
+    require_ready(resolved.base)
     model_id = resolved.row.id if resolved.row is not None else resolved.base.id
     config = _known_config(resolved.base)
     refusal = serving_refusal(config) if config is not None else None

@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from tunesmith.catalog.base_models import get_base_model
+from tunesmith.catalog.checksums import verify
 from tunesmith.catalog.models import materialize
 from tunesmith.fine_tuned import fine_tuned_name
 from tunesmith.settings import Settings
@@ -51,6 +52,7 @@ def plan_job(session: Session, settings: Settings, job_id: str, attempt: int) ->
     assert project is not None
     config = ResolvedConfig.from_dict(job.hyperparameters)
     parent = session.get(ModelRow, job.parent_model) if job.parent_model else None
+    verify(base)  # again: the files may have changed while the job was queued
     base_dir = materialize(base, settings.model_cache_dir())
     weights_dir, weights_of = base_dir, base.id
     initial_adapter = merge_adapter = None

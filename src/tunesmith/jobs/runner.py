@@ -33,6 +33,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from tunesmith.catalog.checksums import BaseModelChanged
 from tunesmith.data.chat_format import ChatFormat
 from tunesmith.data.examples import ExampleError, TokenizedExample, load_examples
 from tunesmith.data.split import split_indices
@@ -72,6 +73,10 @@ def run_job(
     try:
         with transaction(sessions) as session:
             plan = plan_job(session, settings, job_id, attempt)
+    except BaseModelChanged as exc:
+        log.warning("job %s cannot start: %s", job_id, exc)
+        _fail(sessions, job_id, attempt, exc.code, str(exc), "model")
+        return
     except Exception as exc:  # the base model's files are gone, a parent model was deleted, ...
         log.exception("job %s cannot start", job_id)
         _fail(

@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tunesmith.catalog.base_models import require_ready
+from tunesmith.catalog.checksums import BaseModelChanged, check_sizes
 from tunesmith.errors import InvalidRequest, NotFound
 from tunesmith.files import get_file
 from tunesmith.fine_tuned import resolve_model
@@ -49,6 +51,11 @@ def create_job(
     priority and options were checked against the caller's role and the settings before)."""
     limits.check_room(session, project_id)
     resolved = resolve_model(session, project_id, request.model, param="model")
+    require_ready(resolved.base)
+    try:
+        check_sizes(resolved.base)
+    except BaseModelChanged as exc:
+        raise InvalidRequest(str(exc), param="model", code=exc.code) from None
     if "chat_completion" not in resolved.base.tasks:
         raise InvalidRequest(
             f"The model {request.model} is not available for fine-tuning on chat data (its "

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from tunesmith.catalog.checksums import BaseModelChanged, verify
 from tunesmith.jobs import queue
 from tunesmith.jobs.events import add_event
 from tunesmith.jobs.finish import fail
@@ -195,6 +196,7 @@ class Worker:
         try:
             from tunesmith.catalog.models import materialize  # torch: loaded on first use
 
+            verify(base)  # the weights are the ones registered
             base_dir = materialize(base, self.settings.model_cache_dir())
             outcome = check_files(
                 job=job,
@@ -208,6 +210,9 @@ class Worker:
                 device_type=self.device(),
                 max_tokens_per_micro_batch=self.settings.job_max_tokens_per_micro_batch,
             )
+        except BaseModelChanged as exc:
+            log.warning("job %s: %s", claim.job_id, exc)
+            outcome = Outcome(error=(exc.code, str(exc), "model"))
         except Exception as exc:  # the base model is gone, a file vanished, ...
             log.exception("validating job %s failed", claim.job_id)
             outcome = Outcome(error=("validation_error", f"{type(exc).__name__}: {exc}", None))

@@ -112,6 +112,19 @@ class BaseModelRow(Base):
     lora_learning_rate: Mapped[float] = mapped_column(Float)
     full_learning_rate: Mapped[float] = mapped_column(Float)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    # registration (catalog/registration.py): the checks of the request ran; the long part
+    # (copy, hashes, GGUF conversion) runs in the server's background and ends ready or failed
+    status: Mapped[str] = mapped_column(String(20), default="ready")  # registering|ready|failed
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # code, message, param
+    checksums: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # path → facts
+    copied: Mapped[bool] = mapped_column(Boolean, default=False)  # source is our own copy
+    copy_requested: Mapped[bool] = mapped_column(Boolean, default=False)  # registered with copy
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # config.json
+    family: Mapped[str | None] = mapped_column(String(100), default=None)  # its model_type
+    parameters: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    license: Mapped[str | None] = mapped_column(String(100), default=None)
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class JobRow(Base):
