@@ -3,6 +3,7 @@
 
 import { api, saveKey, savedKey } from "./api.js";
 import { errorBox, h, replace } from "./dom.js";
+import * as baseModels from "./views/base_models.js";
 import * as catalog from "./views/catalog.js";
 import * as deployments from "./views/deployments.js";
 import * as jobs from "./views/jobs.js";
@@ -11,6 +12,7 @@ import * as wizard from "./views/wizard.js";
 
 const routes = [
   [/^#\/models$/, catalog.render, "Models"],
+  [/^#\/catalog$/, baseModels.render, "Catalog"],
   [/^#\/fine-tune$/, wizard.render, "Fine-tune"],
   [/^#\/jobs$/, jobs.renderList, "Jobs"],
   [/^#\/jobs\/([\w-]+)$/, jobs.renderJob, "Job"],
