@@ -570,6 +570,9 @@ def test_a_registering_model_can_be_removed_but_not_changed(
             now=int(time.time()),
         )
     with live.http() as http:
+        # not offered as a model to fine-tune or deploy until it is ready
+        assert "waiting" not in [m["id"] for m in http.get("/v1/models").json()["data"]]
+        assert http.get("/v1/base_models/waiting").json()["status"] == "registering"
         error = error_of(http.patch("/v1/base_models/waiting", json={"context_length": 64}), 409)
         assert error["code"] == "model_registering"
         assert http.delete("/v1/base_models/waiting").status_code == 200

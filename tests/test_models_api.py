@@ -15,19 +15,24 @@ import pytest
 from tests.conftest import TOY_BASE, LiveServer
 from tests.test_catalog import write_gguf
 from tests.toy_model import CHATML_TEMPLATE, CONTEXT_LENGTH
+from tunesmith.catalog import registration
 from tunesmith.catalog.base_models import register_base_model
 from tunesmith.catalog.bundled import bundled_gguf
 from tunesmith.catalog.cache import MARKER, gguf_folder
 from tunesmith.catalog.gguf_header import read_metadata
 from tunesmith.catalog.spec import BUNDLED
 from tunesmith.store.db import transaction
-from tunesmith.store.tables import ModelRow
+from tunesmith.store.tables import BaseModelRow, ModelRow
 
 BOTH_TASKS = ["chat_completion", "text_generation"]
 GGUF_TEMPLATE = "{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}"
 
 
-def register(live: LiveServer, model_id: str, source: Path, **fields: Any) -> None:
+def register(
+    live: LiveServer, model_id: str, source: Path, *, background: bool = True, **fields: Any
+) -> None:
+    """Registers ``source``, then runs the background part; ``background=False`` marks it ready
+    without (a tensorless GGUF has nothing to convert), as a model registered before 0008."""
     runtime = live.app.state.runtime
     with transaction(runtime.sessions) as session:
         register_base_model(
@@ -38,6 +43,13 @@ def register(live: LiveServer, model_id: str, source: Path, **fields: Any) -> No
             now=int(time.time()),
             **fields,
         )
+    if background:
+        registration.complete(runtime.sessions, live.settings, model_id)
+        return
+    with transaction(runtime.sessions) as session:
+        row = session.get(BaseModelRow, model_id)
+        assert row is not None
+        row.status = "ready"
 
 
 def listed(live: LiveServer) -> dict[str, dict[str, Any]]:
@@ -101,7 +113,7 @@ def test_a_gguf_model_shows_the_licence_and_template_of_its_header(
         general__license="llama3.2",
         tokenizer__chat_template=GGUF_TEMPLATE,
     )
-    register(jobs_api, "tiny-gguf", path)
+    register(jobs_api, "tiny-gguf", path, background=False)
     model = listed(jobs_api)["tiny-gguf"]
     assert (model["license"], model["context_length"], model["tasks"]) == (
         "llama3.2",

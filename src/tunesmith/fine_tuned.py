@@ -157,7 +157,7 @@ def model_to_protocol(row: ModelRow, base: Model | None, names: list[str] | None
 
 
 def list_models(session: Session, project_id: str) -> list[Model]:
-    """The catalog's base models, then the project's fine-tuned models and checkpoints."""
+    """The catalog's ready base models, then the project's fine-tuned models and checkpoints."""
     rows = session.scalars(
         select(ModelRow)
         .where(ModelRow.project_id == project_id)
@@ -170,9 +170,11 @@ def list_models(session: Session, project_id: str) -> list[Model]:
         .order_by(ModelNameRow.name, ModelNameRow.version)
     ):
         names.setdefault(entry.model_id, []).append(f"{entry.name}:{entry.version}")
-    bases = {spec.id: base_to_protocol(spec) for spec in list_base_models(session)}
+    specs = list_base_models(session)
+    bases = {spec.id: base_to_protocol(spec) for spec in specs}
     return [
-        *bases.values(),
+        # a base still registering, or whose registration failed, cannot be used yet
+        *(bases[spec.id] for spec in specs if spec.status == "ready"),
         *(model_to_protocol(row, bases.get(row.base_model), names.get(row.id)) for row in rows),
     ]
 
