@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -62,8 +63,6 @@ def all_events(client: Any, job_id: str) -> list[Any]:
 def wait_for_deployment(http: Any, name: str, *, timeout: float = 120.0) -> dict[str, Any]:
     """Polls a deployment (``GET /v1/deployments/{name}`` through an ``httpx`` client) until it
     is no longer ``creating``; returns it."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         response = http.get(f"/v1/deployments/{name}")
@@ -82,3 +81,16 @@ def run_coroutine(coroutine: Coroutine[Any, Any, T]) -> T:
     ``asyncio.run`` refuses to start."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
+
+
+def wait_registered(http: Any, model_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Polls a base model (through an ``httpx`` client) until its registration has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = http.get(f"/v1/base_models/{model_id}")
+        assert response.status_code == 200, response.text
+        entry: dict[str, Any] = response.json()
+        if entry["status"] != "registering":
+            return entry
+        assert time.monotonic() < deadline, f"{model_id} still registering: {entry['progress']}"
+        time.sleep(0.05)

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import TOY_BASE, LiveServer, run_live
-from tests.helpers import training_file, wait_for_job
+from tests.helpers import training_file, wait_for_job, wait_registered
 from tests.toy_model import CHATML_TEMPLATE, CONTEXT_LENGTH, build_toy_model_dir
 from tunesmith.api.app import create_app
 from tunesmith.catalog.base_models import register_base_model
@@ -33,18 +33,6 @@ FAST = {"n_epochs": 1, "batch_size": 2}
 def toy_copy(toy_model_dir: Path, where: Path) -> Path:
     """A folder of its own holding the toy model, for a test to change or remove."""
     return Path(shutil.copytree(toy_model_dir, where))
-
-
-def wait_registered(http: httpx.Client, model_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        response = http.get(f"/v1/base_models/{model_id}")
-        assert response.status_code == 200, response.text
-        entry: dict[str, Any] = response.json()
-        if entry["status"] != "registering":
-            return entry
-        assert time.monotonic() < deadline, f"{model_id} still registering: {entry['progress']}"
-        time.sleep(0.05)
 
 
 def catalog_ids(http: httpx.Client, **params: str) -> list[str]:

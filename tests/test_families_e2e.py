@@ -6,9 +6,7 @@ weights (base + the job's adapter), token for token."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -16,7 +14,13 @@ from safetensors.torch import load_file
 
 from tests.conftest import LiveServer
 from tests.families import build_family_model_dir
-from tests.helpers import chat_example, jsonl, wait_for_deployment, wait_for_job
+from tests.helpers import (
+    chat_example,
+    jsonl,
+    wait_for_deployment,
+    wait_for_job,
+    wait_registered,
+)
 from tests.test_chat_api import deploy
 from tests.test_jobs_api import create, upload
 from tunesmith.catalog.families import FAMILIES, suggested_lora_targets
@@ -25,18 +29,6 @@ from tunesmith.store.tables import ModelRow
 
 QUESTION = [{"role": "user", "content": "What is 7 plus 7?"}]
 MAX_TOKENS = 10
-
-
-def wait_ready(live: LiveServer, model_id: str, timeout: float = 120.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    with live.http() as http:
-        while True:
-            model: dict[str, Any] = http.get(f"/v1/base_models/{model_id}").json()
-            if model["status"] != "registering":
-                assert model["status"] == "ready", model
-                return model
-            assert time.monotonic() < deadline, model
-            time.sleep(0.1)
 
 
 def merged_greedy(folder: Path, adapter: Path, prompt: list[int]) -> list[int]:
@@ -67,8 +59,9 @@ def test_a_family_registers_trains_deploys_and_answers_as_generate_on_merged_wei
     model_id = f"tiny-{family.replace('_', '-')}"
     with jobs_live.http() as http:
         answer = http.post("/v1/base_models", json={"id": model_id, "source": str(folder)})
-    assert answer.status_code == 200, answer.text
-    entry = wait_ready(jobs_live, model_id)
+        assert answer.status_code == 200, answer.text
+        entry = wait_registered(http, model_id)
+    assert entry["status"] == "ready", entry
     assert entry["family"] == family and entry["servable"] is True
     assert entry["lora_target_modules"] == list(suggested_lora_targets(family))
     assert entry["parameters"] > 0 and entry["chat_template"]
