@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +29,13 @@ import transformers
 from peft import PeftModel
 
 from tests.conftest import LiveServer
-from tunesmith.catalog.base_models import register_base_model
+from tests.helpers import wait_registered
 from tunesmith.catalog.families import FAMILIES, serving_refusal, suggested_lora_targets
 from tunesmith.catalog.models import load_causal_lm
 from tunesmith.serving.adapters import Adapter, RowAdapters, load_adapter
 from tunesmith.serving.engine import Engine, ModelSource
 from tunesmith.serving.forward import Decoder
 from tunesmith.serving.sampling import SamplingParams
-from tunesmith.store.db import transaction
 from tunesmith.training.lora import apply_lora, lora_layers, save_adapter
 
 WINDOW = 8
@@ -327,16 +325,21 @@ def test_a_model_of_another_family_is_refused_at_deployment_creation_with_the_re
     jobs_api: LiveServer, toy_model_dir: Path, tmp_path: Path
 ) -> None:
     folder = gpt2_folder(toy_model_dir, tmp_path / "gpt2")
-    with transaction(jobs_api.app.state.runtime.sessions) as session:
-        register_base_model(
-            session,
-            model_id="tiny-gpt2",
-            source=str(folder),
-            lora_target_modules=["c_attn"],
-            context_length=128,
-            cache_dir=jobs_api.settings.model_cache_dir(),
-            now=int(time.time()),
+    with jobs_api.http() as http:
+        registered = http.post(
+            "/v1/base_models",
+            json={
+                "id": "tiny-gpt2",
+                "source": str(folder),
+                "lora_target_modules": ["c_attn"],
+                "context_length": 128,
+            },
         )
+        assert registered.status_code == 200, registered.text
+        entry = wait_registered(http, "tiny-gpt2")
+    # trainable, so in the catalog; the entry already says it cannot be served, and why
+    assert (entry["status"], entry["family"], entry["servable"]) == ("ready", "gpt2", False)
+    assert "'gpt2'" in entry["serving_refusal"]
     http = jobs_api.http()
     response = http.post("/v1/deployments", json={"name": "g", "model": "tiny-gpt2"})
     assert response.status_code == 400, response.text
